@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from realtime.health import healthz, readyz
+
+urlpatterns = [
+    path("api/v1/", include("sessions_app.urls")),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "sessions_app.exceptions.json_bad_request"
+handler404 = "sessions_app.exceptions.json_not_found"
+handler500 = "sessions_app.exceptions.json_server_error"

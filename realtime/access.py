@@ -1,0 +1,95 @@
+"""Who may open a stream: authentication of the request, then the configured access rule.
+
+realtime does not know what a session member is; settings.CHORUS_STREAM_ACCESS_RULE names
+a function `(*, user, session_id) -> bool` supplied by the app that owns sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils.module_loading import import_string
+from rest_framework.authtoken.models import Token
+
+from realtime.replay import log_position, replay_rows
+from realtime.tickets import TicketInvalid, ticket_verify
+
+
+class StreamRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    user_id: int | None  # from the session cookie (Channels' auth middleware)
+    token: str | None
+    ticket: str | None
+
+    @property
+    def present(self) -> bool:
+        return bool(self.user_id or self.token or self.ticket)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    user_id: int
+    username: str
+    newest: int
+    oldest: int
+    after: int | None  # the resume point, capped at `newest`
+    rows: list[tuple[int, str, str]]  # the first replay page, when resuming
+
+
+@cache
+def _access_rule():
+    return import_string(settings.CHORUS_STREAM_ACCESS_RULE)
+
+
+def authenticate(*, credentials: Credentials, session_id: UUID):
+    User = get_user_model()
+    if credentials.user_id:
+        user = User.objects.filter(pk=credentials.user_id, is_active=True).first()
+    elif credentials.token:
+        token = Token.objects.select_related("user").filter(key=credentials.token).first()
+        user = token.user if token and token.user.is_active else None
+    else:
+        try:
+            user_id = ticket_verify(ticket=credentials.ticket or "", session_id=session_id)
+        except TicketInvalid as exc:
+            raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from exc
+        user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise StreamRefused(401, "Invalid credentials.")
+    return user
+
+
+def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None, page_size: int) -> StreamStart:
+    """Authenticate, authorize and read the session's log position (and, when resuming,
+    the first page of replay) in one database round trip. Raises StreamRefused."""
+    user = authenticate(credentials=credentials, session_id=session_id)
+    if not _access_rule()(user=user, session_id=session_id):
+        raise StreamRefused(404, "Not found.")
+    try:
+        position = log_position(session_id=session_id)
+    except LookupError as exc:
+        raise StreamRefused(404, "Not found.") from exc
+    rows: list[tuple[int, str, str]] = []
+    if after is not None:
+        after = min(after, position.newest)  # an id above the newest means "the newest"
+        if after < position.newest:
+            rows = replay_rows(session_id=session_id, after=after, limit=page_size)
+    return StreamStart(
+        user_id=user.pk,
+        username=user.get_username(),
+        newest=position.newest,
+        oldest=position.oldest,
+        after=after,
+        rows=rows,
+    )

@@ -1,0 +1,214 @@
+"""The per-process hub: one channel-layer subscription per session with local streams.
+
+Streams never join channel-layer groups themselves. The hub owns one channel; for each
+session that has at least one open stream in this process it joins that session's group,
+and when an event arrives it encodes the SSE frame once and offers it to each local stream
+of the session. It leaves a group when the last local stream of that session goes.
+A sweeper task (one per process) sends keepalives and ends streams that lived too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime import metrics, sse
+from realtime.publish import BROADCAST_MESSAGE_TYPE, session_group
+
+logger = logging.getLogger(__name__)
+
+
+class HubStream(Protocol):
+    """What the hub needs of a stream (realtime.stream.SessionStream implements it)."""
+
+    session_key: str
+    username: str
+
+    def offer(self, seq: int, frame: bytes) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+    def revoke(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self._streams: dict[str, set[HubStream]] = {}
+        self._joined: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._started: asyncio.Future | None = None
+        self._reader: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self._pings: dict[str, asyncio.Future] = {}
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the hub's channel and its reader task; safe to call many times."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        try:
+            await asyncio.shield(self._started)
+        except Exception:
+            self._started = None  # let the next stream retry (e.g. Redis came back)
+            raise
+
+    async def _start(self) -> None:
+        self.channel = await self.layer.new_channel("chorus.hub.")
+        self._reader = self.loop.create_task(self._read_loop(), name="chorus-hub-reader")
+
+    async def stop(self) -> None:
+        """End every local stream and the hub's tasks (server shutdown)."""
+        for streams in list(self._streams.values()):
+            for stream in list(streams):
+                stream.shutdown()
+        for task in (self._reader, self._sweeper, *self._background):
+            if task is not None:
+                task.cancel()
+        self._reader = self._sweeper = None
+        self._started = None
+
+    # --- membership -------------------------------------------------------------------
+    async def attach(self, stream: HubStream) -> None:
+        """Start offering the session's live events to `stream`; returns once the hub is
+        subscribed to the session's group, so nothing published after this is missed."""
+        await self.start()
+        key = stream.session_key
+        self._streams.setdefault(key, set()).add(stream)
+        metrics.OPEN_STREAMS.inc()
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = self.loop.create_task(self._sweep_loop(), name="chorus-hub-sweeper")
+        if key not in self._joined:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                if key not in self._joined and self._streams.get(key):
+                    await self.layer.group_add(session_group(key), self.channel)
+                    self._joined.add(key)
+
+    def detach(self, stream: HubStream) -> None:
+        """Stop offering events to `stream`; idempotent."""
+        key = stream.session_key
+        streams = self._streams.get(key)
+        if streams is None or stream not in streams:
+            return
+        streams.discard(stream)
+        metrics.OPEN_STREAMS.dec()
+        if not streams:
+            del self._streams[key]
+            task = self.loop.create_task(self._leave(key))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _leave(self, key: str) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key in self._joined and not self._streams.get(key):
+                self._joined.discard(key)
+                try:
+                    await self.layer.group_discard(session_group(key), self.channel)
+                except Exception:
+                    logger.exception("leaving group of session %s failed", key)
+        if not self._streams.get(key) and not lock.locked():
+            self._locks.pop(key, None)
+
+    # --- delivery ---------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub receive failed; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                self.dispatch(message)
+            except Exception:
+                logger.exception("hub could not dispatch a message")
+
+    def dispatch(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == BROADCAST_MESSAGE_TYPE:
+            self._deliver(message)
+        elif kind == "hub.ping":
+            future = self._pings.pop(message.get("token", ""), None)
+            if future is not None and not future.done():
+                future.set_result(True)
+
+    def _deliver(self, message: dict) -> None:
+        streams = self._streams.get(message["session"])
+        if not streams:
+            return
+        seq, name = message["seq"], message["event"]
+        frame = sse.frame(seq, name, message["envelope"])
+        for stream in tuple(streams):
+            stream.offer(seq, frame)
+        metrics.observe_delivery(len(streams), message.get("publishedAt"))
+        if name == "member_left":
+            username = json.loads(message["envelope"])["data"].get("username")
+            for stream in tuple(streams):
+                if stream.username == username:
+                    stream.revoke()
+
+    async def _sweep_loop(self) -> None:
+        interval = max(0.05, min(settings.CHORUS_KEEPALIVE_SECONDS / 4, 1.0))
+        while self._streams:
+            await asyncio.sleep(interval)
+            now = self.loop.time()
+            for streams in tuple(self._streams.values()):
+                for stream in tuple(streams):
+                    stream.tick(now)
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        """A round trip through the channel layer to this hub's own channel (readiness)."""
+        await self.start()
+        token = f"{time.monotonic_ns()}"
+        future = self.loop.create_future()
+        self._pings[token] = future
+        try:
+            await self.layer.send(self.channel, {"type": "hub.ping", "token": token})
+            await asyncio.wait_for(future, timeout)
+        finally:
+            self._pings.pop(token, None)
+
+    # --- introspection (ops, tests) ---------------------------------------------------
+    def stream_count(self) -> int:
+        return sum(len(s) for s in self._streams.values())
+
+    def session_counts(self) -> dict[str, int]:
+        return {key: len(streams) for key, streams in self._streams.items()}
+
+    def joined_groups(self) -> set[str]:
+        return set(self._joined)
+
+    def background_task_count(self) -> int:
+        return len(self._background)
+
+
+_hub: Hub | None = None
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per server process; tests get a new one
+    with each loop)."""
+    global _hub
+    loop = asyncio.get_running_loop()
+    if _hub is None or _hub.loop is not loop:
+        _hub = Hub(loop)
+    return _hub
+
+
+def current_hub() -> Hub | None:
+    return _hub

@@ -1,0 +1,21 @@
+"""Prometheus metrics of this process (each server process serves its own /metrics)."""
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OPEN_STREAMS = Gauge("chorus_open_streams", "SSE streams open in this process")
+EVENTS_PUBLISHED = Counter("chorus_events_published_total", "Events stored and broadcast", ["type"])
+EVENTS_DELIVERED = Counter("chorus_events_delivered_total", "Event frames handed to streams")
+STREAMS_ENDED = Counter("chorus_streams_ended_total", "Streams ended by the server", ["reason"])
+DELIVERY_LATENCY = Histogram(
+    "chorus_publish_to_deliver_seconds",
+    "From the publishing transaction's commit to the hub handing the frame to its streams",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+def observe_delivery(stream_count: int, published_at: float | None) -> None:
+    EVENTS_DELIVERED.inc(stream_count)
+    if published_at:
+        DELIVERY_LATENCY.observe(max(0.0, time.time() - published_at))

@@ -1,0 +1,31 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from realtime.events import EventType
+
+
+class Event(models.Model):
+    """One stored event of a session's log; `seq` is its public id (gapless per session)."""
+
+    session = models.ForeignKey(
+        settings.CHORUS_EVENT_SOURCE_MODEL, on_delete=models.CASCADE, related_name="events"
+    )
+    seq = models.BigIntegerField()
+    type = models.CharField(max_length=40, choices=[(t.value, t.value) for t in EventType])
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            # Also the replay index: (session, seq > N) ORDER BY seq walks it in order.
+            models.UniqueConstraint(fields=["session", "seq"], name="event_unique_session_seq"),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="event_seq_positive"),
+            models.CheckConstraint(
+                condition=models.Q(type__in=[t.value for t in EventType]), name="event_type_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq} {self.type}"

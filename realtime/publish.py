@@ -1,0 +1,100 @@
+"""The one place session events leave from (STYLE §3).
+
+`event_publish` numbers and stores an event inside the caller's transaction and rings the
+session's channel-layer group after commit. The channel layer is only a doorbell: the
+message carries the id, and a stream that sees a gap reads the database, which is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.apps import apps
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from realtime.events import EventPayload, EventType, envelope, envelope_json
+from realtime.models import Event
+
+logger = logging.getLogger(__name__)
+
+BROADCAST_MESSAGE_TYPE = "session.event"
+
+
+def session_group(session_id: UUID | str) -> str:
+    """The channel-layer group of a session's hub subscriptions."""
+    return f"chorus.session.{UUID(str(session_id)).hex}"
+
+
+def _next_seq_sql() -> str:
+    model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.get_field("last_event_id").column)
+    pk = connection.ops.quote_name(model._meta.pk.column)
+    # One statement takes the row lock and returns the new number (PostgreSQL and SQLite
+    # >= 3.35 both speak RETURNING). The lock is held until commit, so a concurrent
+    # publisher of the same session waits and then reads the committed value: ids are
+    # gapless and N is visible before N+1, even under READ COMMITTED.
+    return f"UPDATE {table} SET {column} = {column} + 1 WHERE {pk} = %s RETURNING {column}"
+
+
+def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
+    """Store `payload` as the session's next event and broadcast it after commit.
+
+    Runs in the caller's transaction when there is one (a savepoint otherwise is not
+    needed: it opens its own). Raises `LookupError` if the session does not exist. The
+    broadcast happens only if and when the outermost transaction commits.
+    """
+    if not isinstance(payload.type, EventType):
+        raise ValueError(f"unknown event type {payload.type!r}")
+    session_uuid = UUID(str(session_id))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            pk_field = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)._meta.pk
+            cursor.execute(_next_seq_sql(), [pk_field.get_db_prep_value(session_uuid, connection)])
+            row = cursor.fetchone()
+        if row is None:
+            raise LookupError(f"session {session_uuid} does not exist")
+        event = Event.objects.create(
+            session_id=session_uuid,
+            seq=row[0],
+            type=payload.type.value,
+            data=payload.data,
+            created_at=timezone.now(),
+        )
+        message = broadcast_message(event)
+        transaction.on_commit(lambda: broadcast(session_uuid, message))
+    return event
+
+
+def broadcast_message(event: Event) -> dict:
+    """The channel-layer message for a stored event: everything a hub needs to frame it."""
+    body = envelope(
+        seq=event.seq,
+        type=event.type,
+        session_id=str(event.session_id),
+        created_at=event.created_at,
+        data=event.data,
+    )
+    return {
+        "type": BROADCAST_MESSAGE_TYPE,
+        "session": str(event.session_id),
+        "seq": event.seq,
+        "event": event.type,
+        "envelope": envelope_json(body),
+        "publishedAt": timezone.now().timestamp(),
+    }
+
+
+def broadcast(session_id: UUID, message: dict) -> None:
+    """Ring the session's group. A failure is logged, not raised: the event is stored, and
+    streams recover it from the database when they notice the gap."""
+    layer = get_channel_layer()
+    try:
+        async_to_sync(layer.group_send)(session_group(session_id), message)
+    except Exception:
+        logger.exception("broadcast of event %s#%s failed", session_id, message["seq"])

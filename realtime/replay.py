@@ -1,0 +1,60 @@
+"""Reads of the event log: what streams replay and the polling fallback returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from django.apps import apps
+from django.conf import settings
+from django.db.models import Min
+
+from realtime.events import envelope, envelope_json
+from realtime.models import Event
+
+
+@dataclass(frozen=True, slots=True)
+class LogPosition:
+    newest: int  # the session's newest event id (0 before the first event)
+    oldest: int  # the oldest id still stored (newest + 1 when nothing is stored)
+
+
+def log_position(*, session_id: UUID | str) -> LogPosition:
+    """Raises LookupError if the session does not exist."""
+    model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
+    newest = model.objects.filter(pk=session_id).values_list("last_event_id", flat=True).first()
+    if newest is None:
+        raise LookupError(f"session {session_id} does not exist")
+    oldest = Event.objects.filter(session_id=session_id).aggregate(m=Min("seq"))["m"]
+    return LogPosition(newest=newest, oldest=oldest if oldest is not None else newest + 1)
+
+
+def events_after(*, session_id: UUID | str, after: int, limit: int, up_to: int | None = None) -> list[Event]:
+    """Stored events with id > `after` (and <= `up_to`), oldest first, at most `limit`."""
+    qs = Event.objects.filter(session_id=session_id, seq__gt=after)
+    if up_to is not None:
+        qs = qs.filter(seq__lte=up_to)
+    return list(qs.order_by("seq")[:limit])
+
+
+def event_envelope(event: Event) -> dict:
+    return envelope(
+        seq=event.seq,
+        type=event.type,
+        session_id=str(event.session_id),
+        created_at=event.created_at,
+        data=event.data,
+    )
+
+
+def replay_rows(*, session_id: UUID | str, after: int, limit: int, up_to: int | None = None) -> list[tuple[int, str, str]]:
+    """Like `events_after`, as (id, type, envelope JSON) rows ready to frame."""
+    qs = Event.objects.filter(session_id=session_id, seq__gt=after)
+    if up_to is not None:
+        qs = qs.filter(seq__lte=up_to)
+    rows = qs.order_by("seq").values_list("seq", "type", "created_at", "data")[:limit]
+    sid = str(session_id)
+    return [
+        (seq, type_, envelope_json(envelope(seq=seq, type=type_, session_id=sid, created_at=created, data=data)))
+        for seq, type_, created, data in rows
+    ]

@@ -1,0 +1,370 @@
+"""The SSE consumer: `GET /sse/sessions/{id}/` (CONTRACT §5).
+
+It speaks the protocol and nothing else: authentication and the access rule, the log
+position and replay pages come from `realtime.access` and `realtime.replay`; live events
+come from the process's hub, already framed.
+
+Life of a stream: `http_request` checks credentials, attaches to the hub (live events are
+held from then on), reads the log position and the first replay page in one database
+round trip, sends headers and the replay, then releases the held events that continue the
+run. Whenever a live event's id is not the next one the stream expects (the channel layer
+may drop or reorder), the stream goes back to holding and reads the missing ids from the
+database. The handler returns after setup, so the consumer keeps dispatching, and stops on
+`http.disconnect` (which servers also send after the final body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from urllib.parse import parse_qs
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from realtime import metrics, sse
+from realtime.access import Credentials, StreamRefused, StreamStart, stream_open
+from realtime.eager import start_eagerly
+from realtime.hub import Hub, get_hub
+from realtime.replay import replay_rows
+
+logger = logging.getLogger(__name__)
+
+_ID_RE = re.compile(r"^[0-9]+$")
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_CLOSE_TIMEOUT = 5.0
+
+
+def parse_last_event_id(header: bytes | None, query_value: str | None) -> int | None:
+    """The resume point: the header wins over the query parameter. Raises ValueError."""
+    raw = header.decode("latin-1").strip() if header is not None else query_value
+    if raw is None:
+        return None
+    if not _ID_RE.match(raw):
+        raise ValueError(raw)
+    return int(raw)
+
+
+class SessionStream(AsyncHttpConsumer):
+    # No channel-layer channel per stream: the hub receives for all of them. An alias
+    # that is not configured makes Channels skip creating one.
+    channel_layer_alias = "chorus.streams-use-the-hub"
+
+    session_key = ""
+    username = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._hub: Hub | None = None
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._aborted = False
+        self._live = False
+        self._last_seq = 0
+        self._held: list[tuple[int, bytes]] = []
+        self._inflight: asyncio.Task | None = None
+        self._backlog: deque[bytes] = deque()
+        self._catchup: asyncio.Task | None = None
+        self._closer: asyncio.Task | None = None
+        self._last_write = 0.0
+        self._deadline = 0.0
+        self._queue_size = settings.CHORUS_STREAM_QUEUE_SIZE
+        self._page_size = settings.CHORUS_REPLAY_PAGE_SIZE
+
+    # --- ASGI plumbing ----------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        self._task = asyncio.current_task()
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self._aborted:
+                raise
+            # We cancelled ourselves (a frozen client): returning lets the server drop
+            # the connection without waiting for its socket to drain.
+        finally:
+            self._close()
+
+    async def dispatch(self, message: dict) -> None:
+        # The base class closes stale database connections before every handler, a
+        # thread hop per message; streams only touch the database inside
+        # database_sync_to_async, which does that itself.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def http_request(self, message: dict) -> None:
+        if message.get("more_body"):
+            return  # a GET body is ignored; wait for its end
+        try:
+            await self._open()
+        except StreamRefused as refusal:
+            self._close()
+            headers = [(b"content-type", b"application/json")]
+            if refusal.status == 401:
+                headers.append((b"www-authenticate", b"Token"))
+            body = ('{"detail": "%s"}' % refusal.detail.replace('"', "'")).encode()
+            await self.send_response(refusal.status, body, headers=headers)
+            raise StopConsumer() from None
+
+    async def http_disconnect(self, message: dict) -> None:
+        self._close()
+        raise StopConsumer()
+
+    # --- opening ----------------------------------------------------------------------
+    async def _open(self) -> None:
+        session_id: UUID = self.scope["url_route"]["kwargs"]["session_id"]
+        self.session_key = str(session_id)
+        headers = dict(self.scope.get("headers", []))
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        try:
+            after = parse_last_event_id(headers.get(b"last-event-id"), (query.get("lastEventId") or [None])[-1])
+        except ValueError:
+            raise StreamRefused(400, "Last-Event-ID must be a non-negative integer.") from None
+        credentials = self._credentials(headers, query)
+        if not credentials.present:
+            raise StreamRefused(401, "Authentication credentials were not provided.")
+
+        hub = self._hub = get_hub()
+        try:
+            await hub.attach(self)  # from here on, live events are held in self._held
+            start: StreamStart = await database_sync_to_async(stream_open)(
+                credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
+            )
+        except StreamRefused:
+            raise
+        except Exception as exc:
+            logger.exception("stream setup failed for session %s", session_id)
+            raise StreamRefused(503, "The event stream is unavailable; retry later.") from exc
+
+        self.username = start.username
+        now = hub.loop.time()
+        self._deadline = now + settings.CHORUS_STREAM_MAX_SECONDS
+        await self.send_headers(status=200, headers=_STREAM_HEADERS)
+        opening = [
+            sse.RETRY,
+            sse.unnumbered(
+                "connection",
+                {
+                    "status": "connected",
+                    "sessionId": self.session_key,
+                    "userId": start.user_id,
+                    "lastEventId": start.newest,
+                },
+            ),
+        ]
+        if start.after is None:
+            self._last_seq = start.newest
+        else:
+            self._last_seq = start.after
+            if start.after < start.newest and start.after + 1 < start.oldest:
+                opening.append(
+                    sse.unnumbered(
+                        "history_truncated", {"requested": start.after, "oldestAvailable": start.oldest}
+                    )
+                )
+            opening.extend(self._frames(start.rows))
+        self._write(b"".join(opening))
+        if len(start.rows) >= self._page_size or not self._release_held():
+            self._start_catch_up()
+
+    def _credentials(self, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> Credentials:
+        user = self.scope.get("user")
+        user_id = user.pk if user is not None and user.is_authenticated else None
+        token = None
+        authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
+        if authorization[:6].lower() == "token ":
+            token = authorization[6:].strip() or None
+        ticket = (query.get("ticket") or [None])[-1]
+        return Credentials(user_id=user_id, token=token, ticket=ticket)
+
+    # --- what the hub calls -----------------------------------------------------------
+    def offer(self, seq: int, frame: bytes) -> None:
+        """A live event from the hub, framed. Never blocks."""
+        if self._closed:
+            return
+        if self._live:
+            if seq <= self._last_seq:
+                return  # already sent (replay covered it, or the layer repeated it)
+            if seq == self._last_seq + 1:
+                self._last_seq = seq
+                self._write(frame)
+                return
+            self._live = False  # a gap: hold live events and read the missing ones
+            self._held.append((seq, frame))
+            self._start_catch_up()
+            return
+        if len(self._held) >= self._queue_size:
+            self._abort("queue_full")
+            return
+        self._held.append((seq, frame))
+
+    def tick(self, now: float) -> None:
+        if self._closed:
+            return
+        if now >= self._deadline:
+            self._end("max_lifetime")
+        elif self._inflight is None and now - self._last_write >= settings.CHORUS_KEEPALIVE_SECONDS:
+            self._write(sse.KEEPALIVE)
+
+    def revoke(self) -> None:
+        self._end("access_revoked", sse.unnumbered("access_revoked", {"sessionId": self.session_key}))
+
+    def shutdown(self) -> None:
+        self._end("shutdown")
+
+    # --- catching up from the database ------------------------------------------------
+    def _start_catch_up(self) -> None:
+        if self._catchup is None or self._catchup.done():
+            self._catchup = asyncio.ensure_future(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        """Write stored events after `_last_seq` until the held live events continue the
+        run; then the stream is live again."""
+        try:
+            while not self._closed:
+                up_to = max(seq for seq, _ in self._held) if self._held else None
+                rows = await database_sync_to_async(replay_rows)(
+                    session_id=self.session_key, after=self._last_seq, limit=self._page_size, up_to=up_to
+                )
+                if self._closed:
+                    return
+                if rows:
+                    self._write(b"".join(self._frames(rows)))
+                    await self._drained()
+                    if len(rows) >= self._page_size:
+                        continue
+                elif self._held and min(seq for seq, _ in self._held) > self._last_seq + 1:
+                    # The missing ids are no longer stored (pruned meanwhile): say so, and
+                    # continue from what we hold rather than wait forever.
+                    oldest = min(seq for seq, _ in self._held)
+                    self._write(
+                        sse.unnumbered("history_truncated", {"requested": self._last_seq, "oldestAvailable": oldest})
+                    )
+                    self._last_seq = oldest - 1
+                if self._release_held():
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("catch-up failed for a stream of session %s", self.session_key)
+            self._end("error")
+
+    def _release_held(self) -> bool:
+        """Write the held events that continue the run. True if none is left (live)."""
+        held = sorted(self._held)
+        self._held = []
+        out = []
+        for index, (seq, frame) in enumerate(held):
+            if seq <= self._last_seq:
+                continue
+            if seq != self._last_seq + 1:
+                self._held = held[index:]
+                break
+            self._last_seq = seq
+            out.append(frame)
+        if out:
+            self._write(b"".join(out))
+        self._live = not self._held
+        return self._live
+
+    def _frames(self, rows: list[tuple[int, str, str]]) -> list[bytes]:
+        if rows:
+            self._last_seq = rows[-1][0]
+        return [sse.frame(seq, name, data) for seq, name, data in rows]
+
+    # --- writing ----------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        """Hand bytes to the server now, or queue them behind a write that is waiting on
+        this client's socket. Too long a queue ends the stream (CONTRACT §5)."""
+        if self._closed:
+            return
+        if self._hub is not None:
+            self._last_write = self._hub.loop.time()
+        if self._inflight is not None:
+            self._backlog.append(data)
+            if len(self._backlog) > self._queue_size:
+                self._abort("queue_full")
+            return
+        try:
+            pending = start_eagerly(
+                self.base_send({"type": "http.response.body", "body": data, "more_body": True})
+            )
+        except Exception:
+            self._abort("send_failed")
+            return
+        if pending is not None:
+            self._inflight = pending
+            pending.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task) -> None:
+        self._inflight = None
+        if task.cancelled() or task.exception() is not None:
+            self._abort("send_failed")
+            return
+        if self._backlog and not self._closed:
+            data = b"".join(self._backlog)
+            self._backlog.clear()
+            self._write(data)
+
+    async def _drained(self) -> None:
+        while self._inflight is not None and not self._closed:
+            await asyncio.wait([self._inflight])
+
+    # --- ending -----------------------------------------------------------------------
+    def _end(self, reason: str, last_words: bytes = b"") -> None:
+        """End gracefully: detach, then send what is queued and the final (empty) body."""
+        if self._closed or self._closer is not None:
+            return
+        metrics.STREAMS_ENDED.labels(reason).inc()
+        self._detach()
+        if self._catchup is not None:
+            self._catchup.cancel()
+        self._closer = asyncio.ensure_future(self._send_final(last_words))
+
+    async def _send_final(self, last_words: bytes) -> None:
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self._drained()
+                body = b"".join(self._backlog) + last_words
+                self._backlog.clear()
+                await self.base_send({"type": "http.response.body", "body": body, "more_body": False})
+        except TimeoutError:
+            self._abort("close_timeout")
+        # The server answers the final body with http.disconnect, which stops the consumer.
+
+    def _abort(self, reason: str) -> None:
+        """End now, without waiting on the client (it is not reading)."""
+        if self._closed:
+            return
+        metrics.STREAMS_ENDED.labels(reason).inc()
+        logger.info("ending a stream of session %s: %s", self.session_key, reason)
+        self._close()
+        self._aborted = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+
+    def _detach(self) -> None:
+        if self._hub is not None:
+            self._hub.detach(self)
+
+    def _close(self) -> None:
+        """Release everything the stream holds; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._detach()
+        self._held = []
+        self._backlog.clear()
+        for task in (self._catchup, self._inflight, self._closer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()

@@ -1,0 +1,139 @@
+"""The REST API (CONTRACT §3): thin views that validate, call one service, render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realtime.replay import event_envelope, events_after, log_position
+from realtime.tickets import ticket_issue
+from sessions_app import selectors, services
+from sessions_app.models import CollabSession, Role
+from sessions_app.serializers import (
+    EventsQuery,
+    MemberInput,
+    MessageInput,
+    MessageOutput,
+    SessionInput,
+    SessionOutput,
+    TicketOutput,
+)
+
+
+def session_for(request: Request, session_id: str, *, need: str = "read") -> tuple[CollabSession, str | None]:
+    """The session if the caller may do `need` ('read', 'write' or 'own') with it.
+    Non-members get 404 (SessionNotFound), members without the role 403."""
+    session, role = selectors.session_get_for_user(session_id=session_id, user=request.user)
+    if need == "write" and not selectors.is_writer(role):
+        raise PermissionDenied("Only the owner and editors may do this.")
+    if need == "own" and role != Role.OWNER:
+        raise PermissionDenied("Only the session's owner may do this.")
+    return session, role
+
+
+def _session_detail(request: Request, session_id) -> dict:
+    session = CollabSession.objects.select_related("owner").prefetch_related("memberships__user").get(pk=session_id)
+    return SessionOutput(session, context={"request": request}).data
+
+
+class SessionListApi(APIView):
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.sessions_for_user(user=request.user), request, view=self)
+        return paginator.get_paginated_response(SessionOutput(page, many=True, context={"request": request}).data)
+
+    def post(self, request: Request) -> Response:
+        data = SessionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = services.session_create(owner=request.user, title=data.validated_data["title"])
+        return Response(_session_detail(request, session.pk), status=status.HTTP_201_CREATED)
+
+
+class SessionDetailApi(APIView):
+    def get(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id)
+        return Response(_session_detail(request, session.pk))
+
+    def patch(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id, need="own")
+        data = SessionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.session_update(session=session, title=data.validated_data["title"])
+        return Response(_session_detail(request, session.pk))
+
+    def delete(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id, need="own")
+        services.session_delete(session=session)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberListApi(APIView):
+    def post(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id, need="own")
+        data = MemberInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_add(session=session, **data.validated_data)
+        return Response({"username": membership.user.username, "role": membership.role}, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(APIView):
+    def delete(self, request: Request, session_id: str, username: str) -> Response:
+        session, _ = session_for(request, session_id, need="own")
+        services.member_remove(session=session, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListApi(APIView):
+    def get(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id)
+        paginator = PageNumberPagination()
+        with transaction.atomic():
+            # The id first: the messages read after it are at least that new, so a client
+            # that resumes the stream from it misses nothing (CONTRACT §3).
+            last_event_id = selectors.session_last_event_id(session_id=session.pk)
+            page = paginator.paginate_queryset(selectors.messages_for_session(session=session), request, view=self)
+        response = paginator.get_paginated_response(MessageOutput(page, many=True).data)
+        response.data["lastEventId"] = last_event_id
+        return response
+
+    def post(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id, need="write")
+        data = MessageInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = services.message_create(session=session, author=request.user, content=data.validated_data["content"])
+        return Response(MessageOutput(message).data, status=status.HTTP_201_CREATED)
+
+
+class EventListApi(APIView):
+    """The polling fallback: stored events after `after`, with the same envelopes as the stream."""
+
+    def get(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id)
+        query = EventsQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        position = log_position(session_id=session.pk)
+        after = min(after, position.newest)
+        found = events_after(session_id=session.pk, after=after, limit=limit)
+        first = found[0].seq if found else position.newest + 1
+        return Response(
+            {
+                "events": [event_envelope(event) for event in found],
+                "lastId": position.newest,
+                "truncated": after < position.newest and first > after + 1,
+            }
+        )
+
+
+class StreamTicketApi(APIView):
+    def post(self, request: Request, session_id: str) -> Response:
+        session, _ = session_for(request, session_id)
+        ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk)
+        body = TicketOutput({"ticket": ticket, "expiresIn": settings.CHORUS_STREAM_TICKET_SECONDS}).data
+        return Response(body, status=status.HTTP_201_CREATED)

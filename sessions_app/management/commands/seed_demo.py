@@ -1,0 +1,41 @@
+"""Create the demo users and session that `make run` uses, and print how to sign in."""
+
+import os
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from sessions_app import services
+from sessions_app.models import CollabSession, Membership, Role
+
+DEMO_TITLE = "Demo session"
+
+
+class Command(BaseCommand):
+    help = "Create demo users alice and bob, a staff user and a demo session (idempotent)."
+
+    def handle(self, *args, **options) -> None:
+        password = os.environ.get("CHORUS_DEMO_PASSWORD", "chorus-demo")
+        User = get_user_model()
+        with transaction.atomic():
+            users = {}
+            for name, staff in (("alice", False), ("bob", False), ("staff", True)):
+                user, created = User.objects.get_or_create(username=name, defaults={"is_staff": staff, "is_superuser": staff})
+                if created:
+                    user.set_password(password)
+                    user.save()
+                users[name] = user
+            session = CollabSession.objects.filter(title=DEMO_TITLE, owner=users["alice"]).first()
+            if session is None:
+                session = services.session_create(owner=users["alice"], title=DEMO_TITLE)
+                services.member_add(session=session, username="bob", role=Role.EDITOR)
+                services.message_create(session=session, author=users["alice"], content="Welcome to Chorus!")
+            elif not Membership.objects.filter(session=session, user=users["bob"]).exists():
+                services.member_add(session=session, username="bob", role=Role.EDITOR)
+        self.stdout.write(f"Demo users (password {password!r}): alice (owner), bob (editor), staff (staff, /ops/ and /admin/)")
+        for name in ("alice", "bob"):
+            token, _ = Token.objects.get_or_create(user=users[name])
+            self.stdout.write(f"  {name}: Authorization: Token {token.key}")
+        self.stdout.write(f"Demo session: {session.pk}")

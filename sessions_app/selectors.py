@@ -1,0 +1,72 @@
+"""Reads about sessions, members and messages, with the role rules of CONTRACT §2."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from sessions_app.models import CollabSession, Membership, Message, Role
+
+
+class SessionNotFound(Exception):
+    """The session does not exist, or the user may not know that it does."""
+
+
+def parse_session_id(raw: str | UUID) -> UUID:
+    try:
+        return UUID(str(raw))
+    except ValueError as exc:
+        raise SessionNotFound(str(raw)) from exc
+
+
+def session_role(*, session_id: UUID | str, user: AbstractBaseUser) -> str | None:
+    return Membership.objects.filter(session_id=session_id, user=user).values_list("role", flat=True).first()
+
+
+def session_get_for_user(*, session_id: UUID | str, user: AbstractBaseUser) -> tuple[CollabSession, str | None]:
+    """The session and the user's role in it (None for staff who are not members).
+    Raises SessionNotFound for non-members, so existence is never revealed."""
+    session_uuid = parse_session_id(session_id)
+    session = CollabSession.objects.select_related("owner").filter(pk=session_uuid).first()
+    if session is None:
+        raise SessionNotFound(str(session_uuid))
+    role = session_role(session_id=session_uuid, user=user)
+    if role is None and not user.is_staff:
+        raise SessionNotFound(str(session_uuid))
+    return session, role
+
+
+def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[CollabSession]:
+    return (
+        CollabSession.objects.filter(memberships__user=user)
+        .select_related("owner")
+        .prefetch_related("memberships__user")
+        .order_by("-created_at", "id")
+    )
+
+
+def session_members(*, session: CollabSession) -> list[Membership]:
+    return list(session.memberships.select_related("user").order_by("created_at", "id"))
+
+
+def session_last_event_id(*, session_id: UUID | str) -> int:
+    return CollabSession.objects.filter(pk=session_id).values_list("last_event_id", flat=True).get()
+
+
+def messages_for_session(*, session: CollabSession) -> QuerySet[Message]:
+    return Message.objects.filter(session=session, deleted_at__isnull=True).select_related("author").order_by(
+        "created_at", "id"
+    )
+
+
+def stream_access(*, user: AbstractBaseUser, session_id: UUID | str) -> bool:
+    """realtime's access rule (settings.CHORUS_STREAM_ACCESS_RULE): members and staff."""
+    if user.is_staff:
+        return True
+    return Membership.objects.filter(session_id=session_id, user=user).exists()
+
+
+def is_writer(role: str | None) -> bool:
+    return role in (Role.OWNER, Role.EDITOR)

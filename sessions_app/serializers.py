@@ -1,0 +1,98 @@
+"""Input serializers reject bad input (400, nothing changed); output serializers render
+the camelCase shapes of CONTRACT §3."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from sessions_app.models import CollabSession, Membership, Message, Role
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+# --- input --------------------------------------------------------------------------------
+class SessionInput(serializers.Serializer):
+    title = StrictCharField(max_length=200)
+
+
+class MemberInput(serializers.Serializer):
+    username = StrictCharField(max_length=150)
+    role = serializers.ChoiceField(choices=[Role.EDITOR, Role.VIEWER])
+
+
+class MessageInput(serializers.Serializer):
+    content = StrictCharField(max_length=settings.CHORUS_MAX_MESSAGE_CHARS, trim_whitespace=False)
+    reply = StrictBooleanField(default=False)
+
+
+class EventsQuery(serializers.Serializer):
+    after = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+
+
+# --- output -------------------------------------------------------------------------------
+class MemberOutput(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Membership
+        fields = ["username", "role"]
+
+
+class SessionOutput(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username")
+    role = serializers.SerializerMethodField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    lastEventId = serializers.IntegerField(source="last_event_id")
+    members = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CollabSession
+        fields = ["id", "title", "owner", "role", "createdAt", "lastEventId", "members"]
+
+    def _memberships(self, obj):
+        return sorted(obj.memberships.all(), key=lambda m: (m.created_at, m.pk))
+
+    def get_role(self, obj) -> str | None:
+        user = self.context["request"].user
+        return next((m.role for m in self._memberships(obj) if m.user_id == user.pk), None)
+
+    def get_members(self, obj) -> list[dict]:
+        return MemberOutput(self._memberships(obj), many=True).data
+
+
+class MessageOutput(serializers.ModelSerializer):
+    sessionId = serializers.UUIDField(source="session_id")
+    author = serializers.SerializerMethodField()
+    createdAt = serializers.DateTimeField(source="created_at")
+    editedAt = serializers.DateTimeField(source="edited_at")
+    originalMessageId = serializers.UUIDField(source="original_message_id")
+
+    class Meta:
+        model = Message
+        fields = ["id", "sessionId", "role", "author", "content", "createdAt", "editedAt", "originalMessageId"]
+
+    def get_author(self, obj) -> str | None:
+        return obj.author.username if obj.author_id else None
+
+
+class TicketOutput(serializers.Serializer):
+    ticket = serializers.CharField()
+    expiresIn = serializers.IntegerField()

@@ -1,0 +1,97 @@
+"""Writes: every change to sessions, members and messages, each with its event.
+
+Each service runs in one transaction; its events are published inside it and reach the
+streams only after commit (realtime.publish).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from realtime import events
+from realtime.publish import event_publish
+from sessions_app.models import CollabSession, Membership, Message, MessageRole, Role
+
+
+class ServiceError(Exception):
+    """Input that is well-formed but not allowed; the API answers 400 with the message."""
+
+
+class MemberNotFound(Exception):
+    pass
+
+
+@transaction.atomic
+def session_create(*, owner: AbstractBaseUser, title: str) -> CollabSession:
+    session = CollabSession(owner=owner, title=title)
+    session.full_clean()
+    session.save()
+    Membership.objects.create(session=session, user=owner, role=Role.OWNER)
+    event_publish(session_id=session.pk, payload=events.member_joined(username=owner.get_username(), role=Role.OWNER))
+    session.refresh_from_db(fields=["last_event_id"])
+    return session
+
+
+@transaction.atomic
+def session_update(*, session: CollabSession, title: str) -> CollabSession:
+    session.title = title
+    session.full_clean()
+    session.save(update_fields=["title", "updated_at"])
+    event_publish(session_id=session.pk, payload=events.session_updated(title=title))
+    session.refresh_from_db(fields=["last_event_id"])
+    return session
+
+
+@transaction.atomic
+def session_delete(*, session: CollabSession) -> None:
+    session.delete()
+
+
+@transaction.atomic
+def member_add(*, session: CollabSession, username: str, role: str) -> Membership:
+    if role not in (Role.EDITOR, Role.VIEWER):
+        raise ServiceError("role must be 'editor' or 'viewer' (a session has one owner).")
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ServiceError(f"No user named {username!r}.")
+    if Membership.objects.filter(session=session, user=user).exists():
+        raise ServiceError(f"{username!r} is already a member of this session.")
+    membership = Membership.objects.create(session=session, user=user, role=role)
+    event_publish(session_id=session.pk, payload=events.member_joined(username=username, role=role))
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, session: CollabSession, username: str) -> None:
+    """Removes the member; the `member_left` event also ends that user's open streams."""
+    membership = (
+        Membership.objects.select_related("user").filter(session=session, user__username=username).first()
+    )
+    if membership is None:
+        raise MemberNotFound(username)
+    if membership.role == Role.OWNER:
+        raise ServiceError("The owner cannot be removed from their session.")
+    role = membership.role
+    membership.delete()
+    event_publish(session_id=session.pk, payload=events.member_left(username=username, role=role))
+
+
+@transaction.atomic
+def message_create(*, session: CollabSession, author: AbstractBaseUser | None, content: str,
+                   role: str = MessageRole.USER) -> Message:
+    message = Message(session=session, author=author, content=content, role=role, created_at=timezone.now())
+    message.full_clean(exclude=["session", "author", "original_message"])  # passed in, already valid
+    message.save()
+    event_publish(
+        session_id=session.pk,
+        payload=events.message_created(
+            message_id=str(message.pk),
+            role=message.role,
+            author=author.get_username() if author is not None else None,
+            content=content,
+        ),
+    )
+    return message

@@ -1,0 +1,15 @@
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from sessions_app import api
+
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("sessions/", api.SessionListApi.as_view(), name="session-list"),
+    path("sessions/<str:session_id>/", api.SessionDetailApi.as_view(), name="session-detail"),
+    path("sessions/<str:session_id>/members/", api.MemberListApi.as_view(), name="member-list"),
+    path("sessions/<str:session_id>/members/<str:username>/", api.MemberDetailApi.as_view(), name="member-detail"),
+    path("sessions/<str:session_id>/messages/", api.MessageListApi.as_view(), name="message-list"),
+    path("sessions/<str:session_id>/events/", api.EventListApi.as_view(), name="event-list"),
+    path("sessions/<str:session_id>/stream-ticket/", api.StreamTicketApi.as_view(), name="stream-ticket"),
+]
