@@ -43,9 +43,7 @@ if SECRET_KEY == _DEV_SECRET_KEY and not DEBUG and "pytest" not in sys.modules:
         stacklevel=1,
     )
 ALLOWED_HOSTS = [
-    h.strip()
-    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
-    if h.strip()
+    h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h.strip()
 ]
 
 INSTALLED_APPS = [

@@ -87,9 +87,7 @@ def message_regenerating(
     )
 
 
-def regeneration_progress(
-    *, message_id: str, task_id: str, progress: int, offset: int, delta: str
-) -> EventPayload:
+def regeneration_progress(*, message_id: str, task_id: str, progress: int, offset: int, delta: str) -> EventPayload:
     return EventPayload(
         EventType.REGENERATION_PROGRESS,
         {"messageId": message_id, "taskId": task_id, "progress": progress, "offset": offset, "delta": delta},
@@ -97,15 +95,11 @@ def regeneration_progress(
 
 
 def message_regenerated(*, message_id: str, task_id: str, content: str) -> EventPayload:
-    return EventPayload(
-        EventType.MESSAGE_REGENERATED, {"messageId": message_id, "taskId": task_id, "content": content}
-    )
+    return EventPayload(EventType.MESSAGE_REGENERATED, {"messageId": message_id, "taskId": task_id, "content": content})
 
 
 def regeneration_error(*, message_id: str, task_id: str, error: str) -> EventPayload:
-    return EventPayload(
-        EventType.REGENERATION_ERROR, {"messageId": message_id, "taskId": task_id, "error": error}
-    )
+    return EventPayload(EventType.REGENERATION_ERROR, {"messageId": message_id, "taskId": task_id, "error": error})
 
 
 def regeneration_cancelled(*, message_id: str, task_id: str) -> EventPayload:

@@ -8,9 +8,7 @@ from realtime.events import EventType
 class Event(models.Model):
     """One stored event of a session's log; `seq` is its public id (gapless per session)."""
 
-    session = models.ForeignKey(
-        settings.CHORUS_EVENT_SOURCE_MODEL, on_delete=models.CASCADE, related_name="events"
-    )
+    session = models.ForeignKey(settings.CHORUS_EVENT_SOURCE_MODEL, on_delete=models.CASCADE, related_name="events")
     seq = models.BigIntegerField()
     type = models.CharField(max_length=40, choices=[(t.value, t.value) for t in EventType])
     data = models.JSONField(default=dict)
@@ -22,9 +20,7 @@ class Event(models.Model):
             # Also the replay index: (session, seq > N) ORDER BY seq walks it in order.
             models.UniqueConstraint(fields=["session", "seq"], name="event_unique_session_seq"),
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="event_seq_positive"),
-            models.CheckConstraint(
-                condition=models.Q(type__in=[t.value for t in EventType]), name="event_type_known"
-            ),
+            models.CheckConstraint(condition=models.Q(type__in=[t.value for t in EventType]), name="event_type_known"),
         ]
 
     def __str__(self) -> str:

@@ -47,7 +47,9 @@ def event_envelope(event: Event) -> dict:
     )
 
 
-def replay_rows(*, session_id: UUID | str, after: int, limit: int, up_to: int | None = None) -> list[tuple[int, str, str]]:
+def replay_rows(
+    *, session_id: UUID | str, after: int, limit: int, up_to: int | None = None
+) -> list[tuple[int, str, str]]:
     """Like `events_after`, as (id, type, envelope JSON) rows ready to frame."""
     qs = Event.objects.filter(session_id=session_id, seq__gt=after)
     if up_to is not None:

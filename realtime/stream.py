@@ -16,6 +16,7 @@ database. The handler returns after setup, so the consumer keeps dispatching, an
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections import deque
@@ -112,7 +113,7 @@ class SessionStream(AsyncHttpConsumer):
             headers = [(b"content-type", b"application/json")]
             if refusal.status == 401:
                 headers.append((b"www-authenticate", b"Token"))
-            body = ('{"detail": "%s"}' % refusal.detail.replace('"', "'")).encode()
+            body = json.dumps({"detail": refusal.detail}).encode()
             await self.send_response(refusal.status, body, headers=headers)
             raise StopConsumer() from None
 
@@ -168,9 +169,7 @@ class SessionStream(AsyncHttpConsumer):
             self._last_seq = start.after
             if start.after < start.newest and start.after + 1 < start.oldest:
                 opening.append(
-                    sse.unnumbered(
-                        "history_truncated", {"requested": start.after, "oldestAvailable": start.oldest}
-                    )
+                    sse.unnumbered("history_truncated", {"requested": start.after, "oldestAvailable": start.oldest})
                 )
             opening.extend(self._frames(start.rows))
         self._write(b"".join(opening))
@@ -296,9 +295,7 @@ class SessionStream(AsyncHttpConsumer):
                 self._abort("queue_full")
             return
         try:
-            pending = start_eagerly(
-                self.base_send({"type": "http.response.body", "body": data, "more_body": True})
-            )
+            pending = start_eagerly(self.base_send({"type": "http.response.body", "body": data, "more_body": True}))
         except Exception:
             self._abort("send_failed")
             return

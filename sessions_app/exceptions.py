@@ -43,4 +43,3 @@ def json_server_error(request):
 
 def json_bad_request(request, exception=None):
     return JsonResponse({"detail": "Bad request."}, status=status.HTTP_400_BAD_REQUEST)
-

@@ -56,8 +56,10 @@ def session_last_event_id(*, session_id: UUID | str) -> int:
 
 
 def messages_for_session(*, session: CollabSession) -> QuerySet[Message]:
-    return Message.objects.filter(session=session, deleted_at__isnull=True).select_related("author").order_by(
-        "created_at", "id"
+    return (
+        Message.objects.filter(session=session, deleted_at__isnull=True)
+        .select_related("author")
+        .order_by("created_at", "id")
     )
 
 

@@ -67,9 +67,7 @@ def member_add(*, session: CollabSession, username: str, role: str) -> Membershi
 @transaction.atomic
 def member_remove(*, session: CollabSession, username: str) -> None:
     """Removes the member; the `member_left` event also ends that user's open streams."""
-    membership = (
-        Membership.objects.select_related("user").filter(session=session, user__username=username).first()
-    )
+    membership = Membership.objects.select_related("user").filter(session=session, user__username=username).first()
     if membership is None:
         raise MemberNotFound(username)
     if membership.role == Role.OWNER:
@@ -80,8 +78,9 @@ def member_remove(*, session: CollabSession, username: str) -> None:
 
 
 @transaction.atomic
-def message_create(*, session: CollabSession, author: AbstractBaseUser | None, content: str,
-                   role: str = MessageRole.USER) -> Message:
+def message_create(
+    *, session: CollabSession, author: AbstractBaseUser | None, content: str, role: str = MessageRole.USER
+) -> Message:
     message = Message(session=session, author=author, content=content, role=role, created_at=timezone.now())
     message.full_clean(exclude=["session", "author", "original_message"])  # passed in, already valid
     message.save()

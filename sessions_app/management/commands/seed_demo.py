@@ -22,7 +22,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             users = {}
             for name, staff in (("alice", False), ("bob", False), ("staff", True)):
-                user, created = User.objects.get_or_create(username=name, defaults={"is_staff": staff, "is_superuser": staff})
+                user, created = User.objects.get_or_create(
+                    username=name, defaults={"is_staff": staff, "is_superuser": staff}
+                )
                 if created:
                     user.set_password(password)
                     user.save()
@@ -34,7 +36,9 @@ class Command(BaseCommand):
                 services.message_create(session=session, author=users["alice"], content="Welcome to Chorus!")
             elif not Membership.objects.filter(session=session, user=users["bob"]).exists():
                 services.member_add(session=session, username="bob", role=Role.EDITOR)
-        self.stdout.write(f"Demo users (password {password!r}): alice (owner), bob (editor), staff (staff, /ops/ and /admin/)")
+        self.stdout.write(
+            f"Demo users (password {password!r}): alice (owner), bob (editor), staff (staff, /ops/ and /admin/)"
+        )
         for name in ("alice", "bob"):
             token, _ = Token.objects.get_or_create(user=users[name])
             self.stdout.write(f"  {name}: Authorization: Token {token.key}")

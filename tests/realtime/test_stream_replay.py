@@ -1,0 +1,238 @@
+"""The stream's protocol in-process: opening, replay, gaps, keepalive, limits, teardown."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from realtime.hub import current_hub
+from sessions_app import services
+from tests.conftest import token_for
+from tests.support.asgi import ASGIStream
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def stream_path(session) -> str:
+    return f"/sse/sessions/{session.pk}/"
+
+
+def auth(user) -> dict:
+    return {"Authorization": f"Token {token_for(user)}"}
+
+
+post = sync_to_async(services.message_create)
+
+
+async def test_stream_opens_with_headers_retry_and_connection_event(asgi_app, collab, alice):
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+        assert s.status == 200
+        assert s.headers["content-type"] == "text/event-stream"
+        assert s.headers["cache-control"] == "no-cache"
+        assert s.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in s.headers
+        first = await s.next_frame()
+        assert first.retry == 3000
+        connected = await s.next_event()
+        assert connected.event == "connection" and connected.id is None
+        assert connected.json == {
+            "status": "connected",
+            "sessionId": str(collab.pk),
+            "userId": alice.pk,
+            "lastEventId": collab.last_event_id,
+        }
+
+
+async def test_live_events_follow_without_replay(asgi_app, collab, alice, bob):
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+        await s.next_event()  # connection
+        message = await post(session=collab, author=bob, content="héllo 👋")
+        frame = await s.next_event()
+        assert frame.id == collab.last_event_id + 1
+        assert frame.event == "message_created"
+        assert frame.json["id"] == frame.id
+        assert frame.json["data"] == {
+            "messageId": str(message.pk),
+            "role": "user",
+            "author": "bob",
+            "content": "héllo 👋",
+        }
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_replay_sends_exactly_the_events_after_the_given_id(asgi_app, collab, alice, bob, how):
+    for i in range(5):
+        await post(session=collab, author=bob, content=f"m{i}")
+    newest = collab.last_event_id + 5
+    headers = await sync_to_async(auth)(alice)
+    query = {}
+    if how == "header":
+        headers["Last-Event-ID"] = "2"
+    else:
+        query["lastEventId"] = "2"
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers, query=query) as s:
+        await s.next_event()
+        frames = await s.events_until(newest)
+        assert [f.id for f in frames] == list(range(3, newest + 1))
+
+
+async def test_header_wins_over_query_parameter(asgi_app, collab, alice, bob):
+    for i in range(3):
+        await post(session=collab, author=bob, content=f"m{i}")
+    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": "5"}
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers, query={"lastEventId": "1"}) as s:
+        await s.next_event()
+        frame = await s.next_event()
+        assert frame.id == 6
+
+
+async def test_id_above_newest_is_treated_as_newest(asgi_app, collab, alice, bob):
+    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": "999999999999999999999"}
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
+        await s.next_event()
+        await post(session=collab, author=bob, content="next")
+        frame = await s.next_event()
+        assert frame.id == collab.last_event_id + 1
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "", " 3x"])
+async def test_malformed_last_event_id_is_400(asgi_app, collab, alice, bad):
+    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": bad}
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
+        await asyncio.wait_for(s.finished.wait(), 5)
+        assert s.status == 400
+        assert s.headers["content-type"] == "application/json"
+        assert "Last-Event-ID" in s.body.decode()
+
+
+async def test_history_truncated_when_events_were_pruned(asgi_app, collab, alice, bob):
+    from realtime.models import Event
+
+    for i in range(6):
+        await post(session=collab, author=bob, content=f"m{i}")
+    newest = collab.last_event_id + 6
+    await sync_to_async(Event.objects.filter(session=collab, seq__lte=5).delete)()
+    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": "1"}
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
+        await s.next_event()  # connection
+        notice = await s.next_event()
+        assert notice.event == "history_truncated" and notice.id is None
+        assert notice.json == {"requested": 1, "oldestAvailable": 6}
+        frames = await s.events_until(newest)
+        assert [f.id for f in frames] == list(range(6, newest + 1))
+
+
+async def test_keepalive_comment_after_idle_interval(asgi_app, collab, alice, settings):
+    settings.CHORUS_KEEPALIVE_SECONDS = 0.2
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+        await s.next_event()
+        frame = await s.next_frame(timeout=3)
+        assert frame.comments == ["keepalive"] and frame.event is None
+
+
+async def test_stream_ends_after_max_lifetime(asgi_app, collab, alice, settings):
+    settings.CHORUS_STREAM_MAX_SECONDS = 0.3
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+        await s.next_event()
+        await asyncio.wait_for(s.finished.wait(), 5)
+        assert s.finished.is_set()
+
+
+async def test_live_gap_is_filled_from_the_database(asgi_app, collab, alice, bob):
+    """The channel layer may drop a message: the next one reveals the gap and the stream
+    reads the missing event from the database."""
+    from channels.layers import get_channel_layer
+
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+        await s.next_event()
+        layer = get_channel_layer()
+        real_group_send = layer.group_send
+        dropped = []
+
+        async def drop_first(group, message):
+            if not dropped:
+                dropped.append(message["seq"])
+                return
+            await real_group_send(group, message)
+
+        layer.group_send = drop_first
+        try:
+            await post(session=collab, author=bob, content="lost on the wire")
+            await post(session=collab, author=bob, content="arrives")
+        finally:
+            layer.group_send = real_group_send
+        frames = await s.events_until(collab.last_event_id + 2)
+        assert dropped == [collab.last_event_id + 1]
+        assert [f.id for f in frames] == [collab.last_event_id + 1, collab.last_event_id + 2]
+        assert frames[0].json["data"]["content"] == "lost on the wire"
+
+
+async def test_frozen_subscriber_is_ended_then_recovers_everything(asgi_app, collab, alice, bob, settings):
+    """A client that stops reading (its sends block, as under uvicorn's flow control) is
+    ended once CHORUS_STREAM_QUEUE_SIZE events wait for it; it reconnects and replays."""
+    settings.CHORUS_STREAM_QUEUE_SIZE = 5
+    frozen = asyncio.Event()
+    never = asyncio.Event()
+
+    async def block_when_frozen(message):
+        if frozen.is_set() and message["type"] == "http.response.body":
+            await never.wait()
+
+    headers = await sync_to_async(auth)(alice)
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers, send_hook=block_when_frozen) as s:
+        await s.next_event()
+        start = collab.last_event_id
+        frozen.set()
+        for i in range(20):
+            await post(session=collab, author=bob, content=f"m{i}")
+        await asyncio.wait_for(s.task, 5)  # the server gave up on it
+        assert current_hub().stream_count() == 0
+        seen = [f for f in _drain(s) if f.id is not None]
+    assert all(f.id <= start + 20 for f in seen)
+    assert len(seen) < 20, "a frozen client must not be handed every event"
+    last = seen[-1].id if seen else start
+    async with ASGIStream(asgi_app, stream_path(collab), headers={**headers, "Last-Event-ID": str(last)}) as again:
+        await again.next_event()
+        frames = await again.events_until(start + 20)
+        assert [f.id for f in frames] == list(range(last + 1, start + 21))
+
+
+def _drain(stream: ASGIStream):
+    frames = []
+    while not stream._frames.empty():
+        frame = stream._frames.get_nowait()
+        if frame is not None:
+            frames.append(frame)
+    return frames
+
+
+async def test_removed_member_gets_access_revoked_and_stream_ends(asgi_app, collab, alice, bob):
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(bob)) as s:
+        await s.next_event()
+        await sync_to_async(services.member_remove)(session=collab, username="bob")
+        frames = []
+        while (frame := await s.next_event()) is not None:
+            frames.append(frame)
+        assert [f.event for f in frames] == ["member_left", "access_revoked"]
+        assert frames[-1].id is None
+
+
+async def test_many_streams_opened_and_dropped_leave_nothing_behind(asgi_app, collab, alice):
+    headers = await sync_to_async(auth)(alice)
+    tasks_before = len(asyncio.all_tasks())
+    streams = [ASGIStream(asgi_app, stream_path(collab), headers=headers) for _ in range(50)]
+    for s in streams:
+        await s.__aenter__()
+        await s.next_event()
+    hub = current_hub()
+    assert hub.stream_count() == 50
+    assert hub.joined_groups() == {str(collab.pk)}
+    for s in streams:
+        await s.disconnect()
+    async with asyncio.timeout(5):
+        while hub.joined_groups() or hub.background_task_count():
+            await asyncio.sleep(0.01)
+    assert hub.stream_count() == 0
+    assert hub.session_counts() == {}
+    # The hub's reader and sweeper may remain; nothing per stream does.
+    assert len(asyncio.all_tasks()) <= tasks_before + 2

@@ -1,0 +1,56 @@
+"""A small incremental SSE parser shared by the tests (and the benchmark's light client)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Frame:
+    event: str | None = None
+    id: int | None = None
+    data: str = ""
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+
+    @property
+    def json(self):
+        return json.loads(self.data)
+
+
+class SSEParser:
+    """Feed bytes, get complete frames (blank-line terminated). Comment-only blocks and
+    `retry:`-only blocks come out as frames too, so tests can see keepalives."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        self._buffer += chunk
+        frames = []
+        while b"\n\n" in self._buffer:
+            block, self._buffer = self._buffer.split(b"\n\n", 1)
+            frames.append(self._parse(block.decode("utf-8")))
+        return frames
+
+    @staticmethod
+    def _parse(block: str) -> Frame:
+        frame = Frame()
+        data_lines = []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                frame.comments.append(line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                frame.event = value
+            elif name == "id":
+                frame.id = int(value)
+            elif name == "data":
+                data_lines.append(value)
+            elif name == "retry":
+                frame.retry = int(value)
+        frame.data = "\n".join(data_lines)
+        return frame
