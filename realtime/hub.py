@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from channels.layers import get_channel_layer
@@ -52,6 +53,8 @@ class Hub:
         self._sweeper: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._pings: dict[str, asyncio.Future] = {}
+        self._handlers: dict[str, Callable[[dict], None]] = {}
+        self._process_groups: set[str] = set()
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +125,16 @@ class Hub:
         if not self._streams.get(key) and not lock.locked():
             self._locks.pop(key, None)
 
+    async def join_process_group(self, group: str, message_type: str, handler: Callable[[dict], None]) -> None:
+        """Receive `message_type` messages sent to `group` for as long as the process lives
+        (control messages that every process must see, e.g. cancelling a regeneration).
+        `handler` runs on the event loop and must not block."""
+        await self.start()
+        self._handlers[message_type] = handler
+        if group not in self._process_groups:
+            await self.layer.group_add(group, self.channel)
+            self._process_groups.add(group)
+
     # --- delivery ---------------------------------------------------------------------
     async def _read_loop(self) -> None:
         while True:
@@ -142,6 +155,8 @@ class Hub:
         kind = message.get("type")
         if kind == BROADCAST_MESSAGE_TYPE:
             self._deliver(message)
+        elif kind in self._handlers:
+            self._handlers[kind](message)
         elif kind == "hub.ping":
             future = self._pings.pop(message.get("token", ""), None)
             if future is not None and not future.done():

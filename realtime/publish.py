@@ -90,6 +90,12 @@ def broadcast_message(event: Event) -> dict:
     }
 
 
+def control_send(group: str, message: dict) -> None:
+    """Send a control message (not a session event) to every process that joined `group`
+    through `Hub.join_process_group`. Call from sync code, typically in on_commit."""
+    async_to_sync(get_channel_layer().group_send)(group, message)
+
+
 def broadcast(session_id: UUID, message: dict) -> None:
     """Ring the session's group. A failure is logged, not raised: the event is stored, and
     streams recover it from the database when they notice the gap."""
