@@ -106,7 +106,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test_db.sqlite3")}
+    # CHORUS_TEST_DB_NAME lets several test runs share one checkout without sharing a file.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("CHORUS_TEST_DB_NAME") or str(BASE_DIR / "test_db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------
