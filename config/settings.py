@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "channels",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served locally: /api/docs/ works offline
     "realtime",
     "sessions_app",
 ]
@@ -149,6 +151,23 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "sessions_app.exceptions.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- API docs: the OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ -------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chorus API",
+    "DESCRIPTION": "Real-time collaboration sessions. Events: see sessions_app/schema.py (components `Event*`).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sessions_app.schema.add_event_components",
+    ],
 }
 
 # --- Realtime: the event stream (CONTRACT §1 and §5) ------------------------------------
@@ -164,9 +183,45 @@ CHORUS_REPLAY_PAGE_SIZE = env_int("CHORUS_REPLAY_PAGE_SIZE", 1000)
 # depends on neither app directly, so sessions_app plugs itself in here.
 CHORUS_EVENT_SOURCE_MODEL = "sessions_app.CollabSession"
 CHORUS_STREAM_ACCESS_RULE = "sessions_app.selectors.stream_access"
+# Called with each process's hub when it starts: the regeneration worker (cancel commands,
+# lease renewal and the reaper) runs in every server process from then on.
+CHORUS_HUB_START_HOOKS = ["sessions_app.regenerations.runner.hub_started"]
 
 # --- Content limits ---------------------------------------------------------------------
 CHORUS_MAX_MESSAGE_CHARS = env_int("CHORUS_MAX_MESSAGE_CHARS", 32_000)
+
+# --- Regenerations: model providers, token coalescing, leases, throttles (CONTRACT §1) --
+CHORUS_LLM_PROVIDER = os.environ.get("CHORUS_LLM_PROVIDER", "local")
+CHORUS_LLM_BASE_URL = os.environ.get("CHORUS_LLM_BASE_URL", "")
+CHORUS_LLM_API_KEY = os.environ.get("CHORUS_LLM_API_KEY", "")
+CHORUS_LLM_MODEL = os.environ.get("CHORUS_LLM_MODEL", "gpt-4o-mini")
+# Bounds connecting and each wait for the next bytes of an upstream stream.
+CHORUS_LLM_TIMEOUT_SECONDS = env_float("CHORUS_LLM_TIMEOUT_SECONDS", 60)
+CHORUS_LLM_SYSTEM_PROMPT = os.environ.get(
+    "CHORUS_LLM_SYSTEM_PROMPT", "You are a helpful assistant in a team's shared conversation."
+)
+# The offline provider: pause before each token, and how many thought steps to show.
+CHORUS_LOCAL_TOKEN_DELAY_MS = env_float("CHORUS_LOCAL_TOKEN_DELAY_MS", 30)
+CHORUS_LOCAL_THOUGHT_STEPS = env_int("CHORUS_LOCAL_THOUGHT_STEPS", 3)
+# Tokens gathered for at most this long go out as one regeneration_progress event.
+CHORUS_PROGRESS_FLUSH_MS = env_float("CHORUS_PROGRESS_FLUSH_MS", 50)
+# A running regeneration's process renews its lease this often; any process marks it
+# failed once the lease is older than CHORUS_REGENERATION_LEASE_SECONDS.
+CHORUS_REGENERATION_HEARTBEAT_SECONDS = env_float("CHORUS_REGENERATION_HEARTBEAT_SECONDS", 2)
+CHORUS_REGENERATION_LEASE_SECONDS = env_float("CHORUS_REGENERATION_LEASE_SECONDS", 10)
+# Starting regenerations, per user and per session (DRF rate strings: "N/second|minute|hour").
+CHORUS_REGENERATION_RATE_USER = os.environ.get("CHORUS_REGENERATION_RATE_USER", "20/minute")
+CHORUS_REGENERATION_RATE_SESSION = os.environ.get("CHORUS_REGENERATION_RATE_SESSION", "60/minute")
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "regeneration_user": CHORUS_REGENERATION_RATE_USER,
+    "regeneration_session": CHORUS_REGENERATION_RATE_SESSION,
+}
+
+# --- Cache: throttle counters; shared through Redis when there are several processes ---
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Static files and i18n --------------------------------------------------------------
 STATIC_URL = "static/"

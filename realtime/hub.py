@@ -18,6 +18,7 @@ from typing import Protocol
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from realtime import metrics, sse
 from realtime.publish import BROADCAST_MESSAGE_TYPE, session_group
@@ -70,6 +71,13 @@ class Hub:
     async def _start(self) -> None:
         self.channel = await self.layer.new_channel("chorus.hub.")
         self._reader = self.loop.create_task(self._read_loop(), name="chorus-hub-reader")
+        # Apps that need a per-process presence from start-up (e.g. the regeneration
+        # reaper) plug in here: each hook is called with the hub and must not block.
+        for hook in getattr(settings, "CHORUS_HUB_START_HOOKS", ()):
+            try:
+                import_string(hook)(self)
+            except Exception:
+                logger.exception("hub start hook %s failed", hook)
 
     async def stop(self) -> None:
         """End every local stream and the hub's tasks (server shutdown)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import PageNumberPagination
@@ -15,15 +16,23 @@ from realtime.replay import event_envelope, events_after, log_position
 from realtime.tickets import ticket_issue
 from sessions_app import selectors, services
 from sessions_app.models import CollabSession, Role
+from sessions_app.regenerations import selectors as regeneration_selectors
+from sessions_app.regenerations import services as regeneration_services
 from sessions_app.serializers import (
     EventsQuery,
     MemberInput,
+    MessageCreatedOutput,
+    MessageEditInput,
     MessageInput,
     MessageOutput,
+    RegenerateInput,
+    RegenerationOutput,
+    RegenerationStartedOutput,
     SessionInput,
     SessionOutput,
     TicketOutput,
 )
+from sessions_app.throttles import regeneration_throttle_check
 
 
 def session_for(request: Request, session_id: str, *, need: str = "read") -> tuple[CollabSession, str | None]:
@@ -102,12 +111,21 @@ class MessageListApi(APIView):
         response.data["lastEventId"] = last_event_id
         return response
 
+    @extend_schema(request=MessageInput, responses={201: MessageCreatedOutput})
     def post(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id, need="write")
         data = MessageInput(data=request.data)
         data.is_valid(raise_exception=True)
-        message = services.message_create(session=session, author=request.user, content=data.validated_data["content"])
-        return Response(MessageOutput(message).data, status=status.HTTP_201_CREATED)
+        reply = data.validated_data["reply"]
+        if reply:
+            regeneration_throttle_check(request=request, view=self, session_id=session.pk)
+        message, regeneration = services.message_post(
+            session=session, author=request.user, content=data.validated_data["content"], reply=reply
+        )
+        body = MessageOutput(message).data
+        if regeneration is not None:
+            body["regenerationId"] = str(regeneration.pk)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class EventListApi(APIView):
@@ -120,7 +138,9 @@ class EventListApi(APIView):
         after, limit = query.validated_data["after"], query.validated_data["limit"]
         position = log_position(session_id=session.pk)
         after = min(after, position.newest)
-        found = events_after(session_id=session.pk, after=after, limit=limit)
+        # Bounded by the newest id read above, so no event in the page is past `lastId`
+        # (a client resuming from `lastId` would otherwise receive it twice).
+        found = events_after(session_id=session.pk, after=after, limit=limit, up_to=position.newest)
         first = found[0].seq if found else position.newest + 1
         return Response(
             {
@@ -137,3 +157,76 @@ class StreamTicketApi(APIView):
         ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk)
         body = TicketOutput({"ticket": ticket, "expiresIn": settings.CHORUS_STREAM_TICKET_SECONDS}).data
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+# --- messages: edit and delete; regenerations (issue 3) ------------------------------------
+class MessageDetailApi(APIView):
+    """A message's author or the session's owner may edit or delete it (viewers never)."""
+
+    def _message(self, request: Request, session_id: str, message_id: str):
+        session, role = session_for(request, session_id, need="write")
+        message = selectors.message_get(session=session, message_id=message_id)
+        if not services.message_may_change(message=message, user=request.user, role=role):
+            raise PermissionDenied("Only the message's author or the session's owner may change it.")
+        return message
+
+    @extend_schema(request=MessageEditInput, responses=MessageOutput)
+    def patch(self, request: Request, session_id: str, message_id: str) -> Response:
+        message = self._message(request, session_id, message_id)
+        data = MessageEditInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = services.message_edit(message=message, content=data.validated_data["content"])
+        return Response(MessageOutput(message).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, session_id: str, message_id: str) -> Response:
+        message = self._message(request, session_id, message_id)
+        services.message_delete(message=message)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RegenerateApi(APIView):
+    """Start a regeneration of a message; answers at once, the answer streams as events."""
+
+    @extend_schema(request=RegenerateInput, responses={202: RegenerationStartedOutput})
+    def post(self, request: Request) -> Response:
+        data = RegenerateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        session, _ = session_for(request, data.validated_data["sessionId"], need="write")
+        message = selectors.message_get(session=session, message_id=data.validated_data["messageId"])
+        regeneration_throttle_check(request=request, view=self, session_id=session.pk)
+        regeneration = regeneration_services.regeneration_start(
+            session=session,
+            source_message=message,
+            requested_by=request.user,
+            user_query=data.validated_data.get("query"),
+        )
+        body = {
+            "success": True,
+            "regenerationId": str(regeneration.pk),
+            "messageId": str(regeneration.message_id),
+            "originalMessageId": str(message.pk),
+            "taskId": regeneration.task_id,
+        }
+        return Response(RegenerationStartedOutput(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RegenerationDetailApi(APIView):
+    @extend_schema(responses=RegenerationOutput)
+    def get(self, request: Request, regeneration_id: str) -> Response:
+        regeneration, _ = regeneration_selectors.regeneration_get_for_user(
+            regeneration_id=regeneration_id, user=request.user
+        )
+        return Response(RegenerationOutput(regeneration).data)
+
+
+class RegenerationCancelApi(APIView):
+    @extend_schema(request=None, responses={202: RegenerationOutput})
+    def post(self, request: Request, regeneration_id: str) -> Response:
+        regeneration, role = regeneration_selectors.regeneration_get_for_user(
+            regeneration_id=regeneration_id, user=request.user
+        )
+        if not selectors.is_writer(role):
+            raise PermissionDenied("Only the owner and editors may do this.")
+        regeneration = regeneration_services.regeneration_cancel(regeneration=regeneration)
+        return Response(RegenerationOutput(regeneration).data, status=status.HTTP_202_ACCEPTED)

@@ -4,6 +4,7 @@ from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler
 
+from sessions_app.regenerations.services import RegenerationConflict
 from sessions_app.selectors import SessionNotFound
 from sessions_app.services import MemberNotFound, ServiceError
 
@@ -18,11 +19,19 @@ def _first_message(detail) -> str:
     return str(detail)
 
 
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, SessionNotFound | MemberNotFound):
         exc = exceptions.NotFound()
     elif isinstance(exc, ServiceError):
         exc = exceptions.ValidationError({"detail": str(exc)})
+    elif isinstance(exc, RegenerationConflict):
+        exc = Conflict(str(exc))
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -83,3 +83,77 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
+
+
+class RegenerationStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_REGENERATION_STATUSES = (RegenerationStatus.QUEUED, RegenerationStatus.RUNNING)
+
+
+class Regeneration(models.Model):
+    """One run of a model provider that writes an assistant message.
+
+    `message` is the assistant message being written; `source_message` the message the
+    request named (the one regenerated, or the user's message a reply answers). At most
+    one queued or running regeneration per source message (a partial unique constraint).
+    `heartbeat_at` is the lease: the process running it renews it, and any process may
+    mark it failed once it is older than CHORUS_REGENERATION_LEASE_SECONDS
+    (sessions_app.regenerations.runner). Every state change after `queued` is a
+    conditional UPDATE on the status, so a cancelled or reaped run can never write again.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(CollabSession, on_delete=models.CASCADE, related_name="regenerations")
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="regeneration")
+    source_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="regenerations_requested")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="regenerations"
+    )
+    user_query = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=RegenerationStatus.choices, default=RegenerationStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    content = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    # "host:pid:nonce" of the process whose event loop runs it (empty while queued).
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="regeneration_status_lease")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_message"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="regeneration_one_active_per_message",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=RegenerationStatus.values), name="regeneration_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0, progress__lte=100), name="regeneration_progress_percent"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"regeneration {self.pk} ({self.status})"
+
+    @property
+    def task_id(self) -> str:
+        """The runner's task id that events carry: the regeneration's own id."""
+        return str(self.pk)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_REGENERATION_STATUSES

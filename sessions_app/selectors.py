@@ -72,3 +72,23 @@ def stream_access(*, user: AbstractBaseUser, session_id: UUID | str) -> bool:
 
 def is_writer(role: str | None) -> bool:
     return role in (Role.OWNER, Role.EDITOR)
+
+
+class MessageNotFound(SessionNotFound):
+    """No visible message with that id in the session (404)."""
+
+
+def message_get(*, session: CollabSession, message_id: UUID | str) -> Message:
+    """A visible (not deleted) message of the session; raises MessageNotFound."""
+    try:
+        message_uuid = UUID(str(message_id))
+    except ValueError as exc:
+        raise MessageNotFound(str(message_id)) from exc
+    message = (
+        Message.objects.select_related("author")
+        .filter(pk=message_uuid, session=session, deleted_at__isnull=True)
+        .first()
+    )
+    if message is None:
+        raise MessageNotFound(str(message_uuid))
+    return message

@@ -4,7 +4,7 @@ the camelCase shapes of CONTRACT §3."""
 from django.conf import settings
 from rest_framework import serializers
 
-from sessions_app.models import CollabSession, Membership, Message, Role
+from sessions_app.models import CollabSession, Membership, Message, Regeneration, Role
 
 
 class StrictCharField(serializers.CharField):
@@ -96,3 +96,64 @@ class MessageOutput(serializers.ModelSerializer):
 class TicketOutput(serializers.Serializer):
     ticket = serializers.CharField()
     expiresIn = serializers.IntegerField()
+
+
+# --- regenerations and message changes (issue 3) ------------------------------------------
+class StrictUUIDField(serializers.UUIDField):
+    """A UUIDField that accepts only strings (DRF's also turns integers into UUIDs)."""
+
+    default_error_messages = {"invalid": "Must be a valid UUID string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+class RegenerateInput(serializers.Serializer):
+    sessionId = StrictUUIDField()
+    messageId = StrictUUIDField()
+    query = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=settings.CHORUS_MAX_MESSAGE_CHARS,
+        trim_whitespace=False,
+        help_text="An extra instruction for this answer (e.g. 'shorter, please').",
+    )
+
+
+class MessageEditInput(serializers.Serializer):
+    content = StrictCharField(max_length=settings.CHORUS_MAX_MESSAGE_CHARS, trim_whitespace=False)
+
+
+class RegenerationStartedOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    regenerationId = serializers.UUIDField()
+    messageId = serializers.UUIDField(help_text="The new assistant message that the regeneration writes.")
+    originalMessageId = serializers.UUIDField(help_text="The message that was named in the request.")
+    taskId = serializers.CharField(help_text="Carried by the regeneration's events (equal to regenerationId).")
+
+
+class MessageCreatedOutput(MessageOutput):
+    regenerationId = serializers.UUIDField(
+        required=False, help_text='Only with "reply": true: the regeneration writing the answer.'
+    )
+
+    class Meta(MessageOutput.Meta):
+        fields = [*MessageOutput.Meta.fields, "regenerationId"]
+
+
+class RegenerationOutput(serializers.ModelSerializer):
+    sessionId = serializers.UUIDField(source="session_id")
+    messageId = serializers.UUIDField(source="message_id")
+    createdAt = serializers.DateTimeField(source="created_at")
+    finishedAt = serializers.DateTimeField(source="finished_at")
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Regeneration
+        fields = ["id", "sessionId", "messageId", "status", "progress", "content", "error", "createdAt", "finishedAt"]
+
+    def get_error(self, obj) -> str | None:
+        return obj.error or None

@@ -94,3 +94,73 @@ def message_create(
         ),
     )
     return message
+
+
+@transaction.atomic
+def message_post(*, session: CollabSession, author: AbstractBaseUser, content: str, reply: bool = False):
+    """`message_create`, and with `reply` a regeneration that writes the assistant's answer
+    (both in one transaction). Returns (message, regeneration or None)."""
+    from sessions_app.regenerations.services import regeneration_start
+
+    message = message_create(session=session, author=author, content=content)
+    regeneration = None
+    if reply:
+        regeneration = regeneration_start(session=session, source_message=message, requested_by=author, reply=True)
+    return message, regeneration
+
+
+def message_may_change(*, message: Message, user: AbstractBaseUser, role: str | None) -> bool:
+    """CONTRACT §3: a message's author or the session's owner may edit or delete it."""
+    return role == Role.OWNER or (role is not None and message.author_id is not None and message.author_id == user.pk)
+
+
+@transaction.atomic
+def message_edit(*, message: Message, content: str) -> Message:
+    """Replace the content of a visible message and publish `message_edited`. Raises
+    RegenerationConflict while a regeneration is writing the message."""
+    from sessions_app.regenerations.selectors import regeneration_writing
+    from sessions_app.regenerations.services import RegenerationConflict
+
+    message = Message.objects.select_for_update().select_related("author").get(pk=message.pk)
+    if message.deleted_at is not None:
+        raise Message.DoesNotExist
+    if regeneration_writing(message=message) is not None:
+        raise RegenerationConflict("This message is still being generated; cancel it or wait for it to finish.")
+    message.content = content
+    message.edited_at = timezone.now()
+    message.full_clean(exclude=["session", "author", "original_message"])
+    message.save(update_fields=["content", "edited_at"])
+    event_publish(
+        session_id=message.session_id,
+        payload=events.message_edited(
+            message_id=str(message.pk),
+            role=message.role,
+            author=message.author.get_username() if message.author_id else None,
+            content=content,
+        ),
+    )
+    return message
+
+
+@transaction.atomic
+def message_delete(*, message: Message) -> list[str]:
+    """Soft-delete a message and its regenerated versions, cancel the regenerations that
+    write or answer them, and publish `message_deleted`. Returns the deleted ids."""
+    from sessions_app.regenerations.services import regenerations_cancel_for_messages
+
+    ids = [message.pk]
+    frontier = [message.pk]
+    while frontier:  # versions of versions, in order
+        frontier = list(
+            Message.objects.filter(original_message_id__in=frontier, deleted_at__isnull=True)
+            .order_by("created_at", "id")
+            .values_list("pk", flat=True)
+        )
+        ids.extend(pk for pk in frontier if pk not in ids)
+    updated = Message.objects.filter(pk__in=ids, deleted_at__isnull=True).update(deleted_at=timezone.now())
+    if not updated:
+        raise Message.DoesNotExist
+    regenerations_cancel_for_messages(message_ids=ids)
+    deleted = [str(pk) for pk in ids]
+    event_publish(session_id=message.session_id, payload=events.message_deleted(deleted_message_ids=deleted))
+    return deleted

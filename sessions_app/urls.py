@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.authtoken.views import obtain_auth_token
 
 from sessions_app import api
@@ -11,5 +11,14 @@ urlpatterns = [
     path("sessions/<str:session_id>/members/<str:username>/", api.MemberDetailApi.as_view(), name="member-detail"),
     path("sessions/<str:session_id>/messages/", api.MessageListApi.as_view(), name="message-list"),
     path("sessions/<str:session_id>/events/", api.EventListApi.as_view(), name="event-list"),
+    path("sessions/<str:session_id>/messages/<str:message_id>/", api.MessageDetailApi.as_view(), name="message-detail"),
+    # The contract names it without a trailing slash; both spellings are served as is.
+    re_path(r"^chat_actions/regenerate/?$", api.RegenerateApi.as_view(), name="chat-regenerate"),
+    path("regenerations/<str:regeneration_id>/", api.RegenerationDetailApi.as_view(), name="regeneration-detail"),
+    path(
+        "regenerations/<str:regeneration_id>/cancel/",
+        api.RegenerationCancelApi.as_view(),
+        name="regeneration-cancel",
+    ),
     path("sessions/<str:session_id>/stream-ticket/", api.StreamTicketApi.as_view(), name="stream-ticket"),
 ]

@@ -1,0 +1,108 @@
+"""The `openai` provider: any OpenAI-compatible server, through the `openai` package.
+
+It streams `chat.completions` and yields each chunk's `delta.content`. The client is made
+for one answer and closed with it: when the iterator is closed or its task cancelled (a
+cancelled regeneration), the upstream HTTP response is closed at once, so the server
+stops generating. CHORUS_LLM_TIMEOUT_SECONDS bounds connecting and every wait for the
+next bytes, so an upstream that hangs fails the answer instead of holding it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import openai
+from django.conf import settings
+
+from sessions_app.providers.base import ProviderError, ThoughtPlan, Turn
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE = "The assistant service could not be reached. Please try again later."
+TIMED_OUT = "The assistant service took too long to answer. Please try again."
+BUSY = "The assistant service is busy right now. Please try again in a moment."
+MISCONFIGURED = "The assistant service is not configured correctly. Please tell an administrator."
+FAILED = "The assistant service failed while answering. Please try again."
+
+
+def user_message_for(exc: BaseException) -> str:
+    """A message fit for users for an error of the `openai` package."""
+    if isinstance(exc, openai.APITimeoutError):
+        return TIMED_OUT
+    if isinstance(exc, openai.APIConnectionError):
+        return UNREACHABLE
+    if isinstance(exc, openai.RateLimitError):
+        return BUSY
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError):
+        return MISCONFIGURED
+    return FAILED
+
+
+class OpenAICompatibleProvider:
+    name = "openai"
+
+    def __init__(
+        self, *, base_url: str | None, api_key: str, model: str, timeout: float, expected_chars: int = 1500
+    ) -> None:
+        self.base_url = base_url or None
+        self.api_key = api_key
+        self.model = model
+        self.timeout = timeout
+        self._expected_chars = expected_chars
+
+    @classmethod
+    def from_settings(cls) -> OpenAICompatibleProvider:
+        return cls(
+            base_url=settings.CHORUS_LLM_BASE_URL,
+            # Local servers often need no key, but the client insists on one.
+            api_key=settings.CHORUS_LLM_API_KEY or "not-needed",
+            model=settings.CHORUS_LLM_MODEL,
+            timeout=settings.CHORUS_LLM_TIMEOUT_SECONDS,
+        )
+
+    def expected_chars(self, conversation: Sequence[Turn]) -> int:
+        return self._expected_chars
+
+    def thoughts(self, conversation: Sequence[Turn]) -> ThoughtPlan | None:
+        return None
+
+    def _messages(self, conversation: Sequence[Turn]) -> list[dict]:
+        messages = [{"role": "system", "content": settings.CHORUS_LLM_SYSTEM_PROMPT}]
+        for turn in conversation:
+            message = {"role": turn.role, "content": turn.content}
+            if turn.role == "user" and turn.author:
+                message["name"] = _safe_name(turn.author)
+            messages.append(message)
+        return messages
+
+    async def stream(self, conversation: Sequence[Turn]) -> AsyncIterator[str]:
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
+        try:
+            try:
+                upstream = await client.chat.completions.create(
+                    model=self.model, messages=self._messages(conversation), stream=True
+                )
+            except openai.OpenAIError as exc:
+                logger.warning("upstream model request failed: %r", exc)
+                raise ProviderError(user_message_for(exc)) from exc
+            try:
+                async for chunk in upstream:
+                    for choice in chunk.choices or ():
+                        text = choice.delta.content if choice.delta is not None else None
+                        if text:
+                            yield text
+            except openai.OpenAIError as exc:
+                logger.warning("upstream model stream failed: %r", exc)
+                raise ProviderError(FAILED if not isinstance(exc, openai.APITimeoutError) else TIMED_OUT) from exc
+            finally:
+                # Closing the response closes the connection: the upstream stops generating.
+                await upstream.close()
+        finally:
+            await client.close()
+
+
+def _safe_name(author: str) -> str:
+    # OpenAI's `name` field allows [A-Za-z0-9_-]{1,64}.
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in author)
+    return cleaned[:64] or "user"

@@ -1,0 +1,333 @@
+"""The runner: regenerations run as asyncio tasks on the event loop of the server process
+that accepted the request.
+
+Design
+------
+- **One worker per process** (per event loop: `get_worker()`), created lazily. A request
+  thread hands a committed regeneration to it with `regeneration_launch`, which schedules
+  `RegenerationWorker.spawn` on the server's loop (the loop Django's sync view was called
+  from). Without a server loop (a sync test client, a shell) a private loop in a daemon
+  thread runs it instead.
+- **The loop is never blocked**: every database step is one short call through
+  `database_sync_to_async` (in the thread pool, so many runs proceed at once), and the
+  provider is read by a separate *pump* task.
+- **Coalescing**: the pump appends chunks to a buffer; the run flushes the buffer as one
+  `regeneration_progress` as soon as the previous flush is CHORUS_PROGRESS_FLUSH_MS old
+  (the first chunk goes out at once). `offset` is the length in code points of what was
+  sent before, so the deltas concatenate to the content exactly.
+- **Cancellation from any process**: the cancel request commits the `cancelled` status
+  and its event, then sends a control message to `CONTROL_GROUP`, which every worker
+  joins through `Hub.join_process_group`. The worker running it cancels the task; the
+  pump's cancellation closes the provider's iterator (for `openai`, the upstream HTTP
+  response). Because every run step is conditional on `status = running`, nothing is
+  published after `regeneration_cancelled`, even while the command is in flight.
+- **Lease and reaper**: every CHORUS_REGENERATION_HEARTBEAT_SECONDS (with jitter) each
+  worker renews the lease (`heartbeat_at`) of its own runs — which also tells it about
+  runs cancelled elsewhere whose command got lost — and reaps: any queued or running
+  regeneration whose lease is older than CHORUS_REGENERATION_LEASE_SECONDS is marked
+  failed with `regeneration_error` (`services.regenerations_reap_stale`). The maintenance
+  loop starts in every process with its hub (settings.CHORUS_HUB_START_HOOKS calls
+  `hub_started`; the hub starts at ASGI lifespan startup under uvicorn and with the first
+  stream under daphne) and with the first regeneration the process runs. So a run whose
+  process dies is failed within lease + heartbeat interval by any surviving process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+from uuid import UUID
+
+from asgiref.sync import SyncToAsync
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from realtime import events
+from sessions_app.providers import Provider, ProviderError, get_provider
+from sessions_app.regenerations import services
+from sessions_app.regenerations.services import CANCEL_MESSAGE_TYPE, CONTROL_GROUP, RunPlan
+
+logger = logging.getLogger(__name__)
+
+# How long a cancelled pump may take to close its provider before the run gives up on it.
+_PUMP_CLOSE_TIMEOUT = 2.0
+
+
+def _db(func):
+    # The thread pool rather than the one thread-sensitive thread: runs must not queue
+    # behind each other (or behind request handlers) for their short writes.
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+class _Stopped(Exception):
+    """The regeneration is no longer running (cancelled or reaped elsewhere)."""
+
+
+def worker_identity() -> str:
+    """'host:pid:nonce' of this process, stored in Regeneration.worker."""
+    global _identity
+    if _identity is None or _identity[0] != os.getpid():
+        _identity = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
+    return _identity[1]
+
+
+_identity: tuple[int, str] | None = None
+
+
+class RegenerationWorker:
+    """Runs this process's regenerations and keeps their leases; reaps dead ones."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, use_hub: bool = True) -> None:
+        self.loop = loop
+        self.use_hub = use_hub
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._maintenance: asyncio.Task | None = None
+        self._joined = False
+        self._starting: asyncio.Task | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Join the cancel group and start the maintenance loop; idempotent."""
+        if self._maintenance is None or self._maintenance.done():
+            self._maintenance = self.loop.create_task(self._maintain(), name="chorus-regeneration-maintenance")
+        if self.use_hub and not self._joined:
+            from realtime.hub import get_hub
+
+            await get_hub().join_process_group(CONTROL_GROUP, CANCEL_MESSAGE_TYPE, self.on_cancel_command)
+            self._joined = True
+
+    def start_soon(self) -> None:
+        """`start` from synchronous code on the loop (a hub hook, `spawn`)."""
+        if self._starting is None or self._starting.done():
+            self._starting = self.loop.create_task(self._start_logged())
+
+    async def _start_logged(self) -> None:
+        try:
+            await self.start()
+        except Exception:
+            logger.exception("the regeneration worker could not join its control group; relying on leases")
+
+    async def stop(self) -> None:
+        """Cancel the maintenance loop and every local run (tests, shutdown). Runs stopped
+        this way stay `running` in the database until the reaper fails them."""
+        tasks = [t for t in (self._maintenance, self._starting, *self.tasks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_PUMP_CLOSE_TIMEOUT)
+        self._maintenance = self._starting = None
+
+    # --- runs -------------------------------------------------------------------------
+    def spawn(self, regeneration_id: UUID | str) -> asyncio.Task:
+        """Run the regeneration on this loop (once, however often it is called)."""
+        key = str(regeneration_id)
+        task = self.tasks.get(key)
+        if task is None or task.done():
+            task = self.loop.create_task(run_regeneration(key), name=f"chorus-regeneration-{key}")
+            self.tasks[key] = task
+            task.add_done_callback(lambda t, key=key: self.tasks.pop(key, None) if self.tasks.get(key) is t else None)
+        self.start_soon()
+        return task
+
+    def cancel_local(self, regeneration_id: UUID | str) -> bool:
+        """Stop the run of this regeneration if this process has it."""
+        task = self.tasks.get(str(regeneration_id))
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    def on_cancel_command(self, message: dict) -> None:
+        """Hub handler of CANCEL_MESSAGE_TYPE (runs on the loop, must not block)."""
+        regeneration_id = message.get("id")
+        if isinstance(regeneration_id, str) and self.cancel_local(regeneration_id):
+            logger.info("regeneration %s cancelled by command", regeneration_id)
+
+    def running_ids(self) -> list[str]:
+        return [key for key, task in self.tasks.items() if not task.done()]
+
+    # --- leases and the reaper ----------------------------------------------------------
+    async def _maintain(self) -> None:
+        while True:
+            interval = settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            try:
+                await self.maintain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("regeneration lease renewal or reaping failed; retrying")
+
+    async def maintain_once(self) -> list[UUID]:
+        """Renew the leases of local runs (stopping those no longer running) and reap
+        stale ones anywhere; returns the ids reaped."""
+        local = self.running_ids()
+        if local:
+            alive = await _db(services.regenerations_renew_leases)(regeneration_ids=local)
+            for key in local:
+                if key not in alive:
+                    self.cancel_local(key)
+        return await _db(services.regenerations_reap_stale)()
+
+
+# --- one run --------------------------------------------------------------------------
+async def run_regeneration(regeneration_id: str) -> None:
+    """Claim the regeneration and run it to its end. Cancellation (a cancel command, a
+    lease found lost) stops it without writing: whoever cancelled it has written the
+    state already; on shutdown the reaper writes it later."""
+    plan = await _db(services.regeneration_claim)(regeneration_id=regeneration_id, worker=worker_identity())
+    if plan is None:
+        return
+    try:
+        provider = get_provider(plan.provider)
+        await _run(plan, provider)
+    except _Stopped:
+        logger.info("regeneration %s stopped: no longer running", regeneration_id)
+    except ProviderError as exc:
+        await _db(services.regeneration_fail)(plan=plan, error=exc.user_message)
+    except Exception:
+        logger.exception("regeneration %s failed", regeneration_id)
+        await _db(services.regeneration_fail)(plan=plan, error=services.GENERIC_ERROR)
+
+
+async def _run(plan: RunPlan, provider: Provider) -> None:
+    message_id, task_id = str(plan.message_id), plan.task_id
+    emit = _db(services.regeneration_emit)
+
+    thoughts = provider.thoughts(plan.conversation)
+    if thoughts is not None:
+        start = events.thought_process_start(
+            message_id=message_id, task_id=task_id, thinking_about=thoughts.thinking_about
+        )
+        if not await emit(plan=plan, payload=start):
+            raise _Stopped
+        for number, reasoning in enumerate(thoughts.steps, start=1):
+            await asyncio.sleep(thoughts.pause_seconds)
+            step = events.thought_process_step(message_id=message_id, task_id=task_id, step=number, reasoning=reasoning)
+            if not await emit(plan=plan, payload=step):
+                raise _Stopped
+        done = events.thought_process_complete(message_id=message_id, task_id=task_id, conclusion=thoughts.conclusion)
+        if not await emit(plan=plan, payload=done):
+            raise _Stopped
+
+    content = await stream_coalesced(plan, provider)
+    if not await _db(services.regeneration_complete)(plan=plan, content=content):
+        raise _Stopped
+
+
+async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
+    """Read the provider and publish its text as coalesced `regeneration_progress`
+    events; returns the whole content. Provider errors propagate after the text that
+    came before them is published."""
+    loop = asyncio.get_running_loop()
+    window = max(0.0, settings.CHORUS_PROGRESS_FLUSH_MS / 1000)
+    expected = max(1, provider.expected_chars(plan.conversation))
+    append = _db(services.regeneration_append)
+    buffer: list[str] = []
+    ready = asyncio.Event()
+
+    async def pump() -> None:
+        try:
+            async for chunk in provider.stream(plan.conversation):
+                if chunk:
+                    buffer.append(chunk)
+                    ready.set()
+        finally:
+            ready.set()
+
+    pump_task = loop.create_task(pump(), name=f"chorus-provider-{plan.task_id}")
+    content = ""
+    last_flush = float("-inf")
+    try:
+        while True:
+            await ready.wait()
+            if not pump_task.done():
+                pause = last_flush + window - loop.time()
+                if pause > 0:
+                    await asyncio.wait([pump_task], timeout=pause)
+            ready.clear()
+            if buffer:
+                delta = "".join(buffer)
+                buffer.clear()
+                offset, content = len(content), content + delta
+                progress = min(99, len(content) * 100 // expected)
+                last_flush = loop.time()
+                if not await append(plan=plan, content=content, offset=offset, delta=delta, progress=progress):
+                    raise _Stopped
+            if pump_task.done() and not buffer:
+                pump_task.result()  # the provider's error, if it failed
+                return content
+    finally:
+        if not pump_task.done():
+            pump_task.cancel()
+            # Let the provider close its upstream (the generator's finally) before leaving.
+            await asyncio.wait([pump_task], timeout=_PUMP_CLOSE_TIMEOUT)
+
+
+# --- process-wide access ------------------------------------------------------------------
+_worker: RegenerationWorker | None = None
+_fallback: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_fallback_lock = threading.Lock()
+
+
+def get_worker() -> RegenerationWorker:
+    """The worker of the running event loop (one per server process; tests get a new
+    one with each loop)."""
+    global _worker
+    loop = asyncio.get_running_loop()
+    if _worker is None or _worker.loop is not loop:
+        _worker = RegenerationWorker(loop, use_hub=_fallback is None or loop is not _fallback[0])
+    return _worker
+
+
+def current_worker() -> RegenerationWorker | None:
+    return _worker
+
+
+def hub_started(hub) -> None:
+    """settings.CHORUS_HUB_START_HOOKS entry: start this process's worker (its cancel
+    subscription and the lease reaper) with the hub, on the hub's loop."""
+    global _worker
+    if _worker is None or _worker.loop is not hub.loop:
+        _worker = RegenerationWorker(hub.loop)
+    _worker.start_soon()
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    # A sync view under ASGI runs in a thread that asgiref tagged with the server's loop.
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid():
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+        if loop is not None and loop.is_running():
+            return loop
+    return None
+
+
+def _fallback_loop() -> asyncio.AbstractEventLoop:
+    global _fallback
+    with _fallback_lock:
+        if _fallback is None or not _fallback[1].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="chorus-regenerations", daemon=True)
+            thread.start()
+            _fallback = (loop, thread)
+        return _fallback[0]
+
+
+def regeneration_launch(regeneration_id: UUID | str) -> None:
+    """Run a committed, queued regeneration on this process's server loop (from sync or
+    async code; returns at once). Call it after commit (services do, in on_commit)."""
+    loop = _server_loop() or _fallback_loop()
+
+    def spawn() -> None:
+        get_worker().spawn(regeneration_id)
+
+    loop.call_soon_threadsafe(spawn)

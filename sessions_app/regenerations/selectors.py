@@ -1,0 +1,69 @@
+"""Reads about regenerations: access (CONTRACT §2) and the conversation to answer."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
+
+from sessions_app.models import ACTIVE_REGENERATION_STATUSES, Message, MessageRole, Regeneration
+from sessions_app.providers import Turn
+from sessions_app.selectors import SessionNotFound, session_role
+
+# The most recent messages a provider sees; older ones are left out.
+CONVERSATION_MAX_MESSAGES = 50
+
+
+class RegenerationNotFound(SessionNotFound):
+    """No such regeneration, or the user may not know that it exists (404)."""
+
+
+def regeneration_get_for_user(
+    *, regeneration_id: str | UUID, user: AbstractBaseUser
+) -> tuple[Regeneration, str | None]:
+    """The regeneration and the user's role in its session (None for staff who are not
+    members). Raises RegenerationNotFound for malformed ids, unknown ids and non-members."""
+    try:
+        regeneration_uuid = UUID(str(regeneration_id))
+    except ValueError as exc:
+        raise RegenerationNotFound(str(regeneration_id)) from exc
+    regeneration = Regeneration.objects.select_related("message", "session").filter(pk=regeneration_uuid).first()
+    if regeneration is None:
+        raise RegenerationNotFound(str(regeneration_uuid))
+    role = session_role(session_id=regeneration.session_id, user=user)
+    if role is None and not user.is_staff:
+        raise RegenerationNotFound(str(regeneration_uuid))
+    return regeneration, role
+
+
+def regeneration_writing(*, message: Message) -> Regeneration | None:
+    """The queued or running regeneration that is writing `message`, if any."""
+    return Regeneration.objects.filter(message=message, status__in=ACTIVE_REGENERATION_STATUSES).first()
+
+
+def regeneration_conversation(*, regeneration: Regeneration) -> list[Turn]:
+    """What the provider answers: the session's visible messages up to the source message
+    (a regenerated assistant message itself is left out, a user message is included),
+    without messages still being written, then the optional user query."""
+    source = regeneration.source_message
+    if source.role == MessageRole.ASSISTANT:
+        before = Q(created_at__lt=source.created_at) | Q(created_at=source.created_at, id__lt=source.id)
+    else:
+        before = Q(created_at__lt=source.created_at) | Q(created_at=source.created_at, id__lte=source.id)
+    messages = (
+        Message.objects.filter(before, session_id=regeneration.session_id, deleted_at__isnull=True)
+        .exclude(content="")
+        .exclude(pk=regeneration.message_id)
+        .exclude(regeneration__status__in=ACTIVE_REGENERATION_STATUSES)
+        .select_related("author")
+        .order_by("-created_at", "-id")[:CONVERSATION_MAX_MESSAGES]
+    )
+    turns = [
+        Turn(role=m.role, content=m.content, author=m.author.get_username() if m.author_id else None)
+        for m in reversed(list(messages))
+    ]
+    if regeneration.user_query:
+        requester = regeneration.requested_by.get_username() if regeneration.requested_by_id else None
+        turns.append(Turn(role="user", content=regeneration.user_query, author=requester))
+    return turns

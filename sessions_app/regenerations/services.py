@@ -1,0 +1,302 @@
+"""Writes about regenerations, each in one short transaction with its events.
+
+The request side (`regeneration_start`, `regeneration_cancel`) runs in a view's thread;
+the run side (`regeneration_claim` … `regeneration_finish`) is called by the runner
+through `database_sync_to_async`, one short call per step. Every write after `queued` is
+an UPDATE conditional on the status, and its event is published only if that UPDATE
+matched: once a regeneration is cancelled, failed or completed, nothing else is written
+or published for it, whichever process tries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from realtime import events
+from realtime.publish import control_send, event_publish
+from sessions_app.models import (
+    ACTIVE_REGENERATION_STATUSES,
+    CollabSession,
+    Message,
+    MessageRole,
+    Regeneration,
+    RegenerationStatus,
+)
+from sessions_app.providers import Turn, get_provider
+from sessions_app.regenerations import selectors
+
+logger = logging.getLogger(__name__)
+
+# Every process's worker joins this group to hear cancel commands (runner.py).
+CONTROL_GROUP = "chorus.regenerations"
+CANCEL_MESSAGE_TYPE = "regeneration.cancel"
+
+LOST_ERROR = "The assistant stopped unexpectedly. Please try again."
+GENERIC_ERROR = "The assistant could not finish this answer. Please try again."
+
+
+class RegenerationConflict(Exception):
+    """The request contradicts the regeneration's state (409): one is already running
+    for the message, the message is still being written, or it has already ended."""
+
+
+# --- the request side -------------------------------------------------------------------
+@transaction.atomic
+def regeneration_start(
+    *,
+    session: CollabSession,
+    source_message: Message,
+    requested_by: AbstractBaseUser | None,
+    user_query: str | None = None,
+    reply: bool = False,
+) -> Regeneration:
+    """Create the assistant message that will hold the answer and a queued regeneration
+    that writes it; publish `message_regenerating`; after commit, hand it to this
+    process's runner. With `reply`, the new message answers `source_message`; otherwise
+    it is a new version of it (its `original_message`).
+
+    Raises RegenerationConflict if `source_message` is still being written or already
+    has a queued or running regeneration."""
+    if source_message.session_id != session.pk or source_message.deleted_at is not None:
+        raise ValueError("the source message must be a visible message of the session")
+    if selectors.regeneration_writing(message=source_message) is not None:
+        raise RegenerationConflict("This message is still being generated; cancel it or wait for it to finish.")
+    provider = get_provider()
+    now = timezone.now()
+    message = Message.objects.create(
+        session=session,
+        role=MessageRole.ASSISTANT,
+        author=None,
+        content="",
+        created_at=now,
+        original_message=None if reply else source_message,
+    )
+    try:
+        with transaction.atomic():
+            regeneration = Regeneration.objects.create(
+                session=session,
+                message=message,
+                source_message=source_message,
+                requested_by=requested_by,
+                user_query=user_query or "",
+                provider=provider.name,
+                model=provider.model,
+                created_at=now,
+                heartbeat_at=now,  # the lease starts now: a run never claimed is reaped too
+            )
+    except IntegrityError:
+        raise RegenerationConflict("A regeneration of this message is already running.")
+    event_publish(
+        session_id=session.pk,
+        payload=events.message_regenerating(
+            message_id=str(message.pk),
+            original_message_id=str(message.original_message_id) if message.original_message_id else None,
+            task_id=regeneration.task_id,
+            regeneration_id=str(regeneration.pk),
+            user_query=regeneration.user_query or None,
+        ),
+    )
+    from sessions_app.regenerations.runner import regeneration_launch
+
+    regeneration_id = regeneration.pk
+    transaction.on_commit(lambda: regeneration_launch(regeneration_id))
+    return regeneration
+
+
+def regeneration_cancel(*, regeneration: Regeneration) -> Regeneration:
+    """Mark a queued or running regeneration cancelled and publish
+    `regeneration_cancelled`, then (after commit) tell every process to stop its run.
+    Cancelling a cancelled regeneration changes nothing; a completed or failed one raises
+    RegenerationConflict."""
+    with transaction.atomic():
+        cancelled = _cancel_in_transaction(regeneration_id=regeneration.pk)
+    if not cancelled:
+        regeneration.refresh_from_db()
+        if regeneration.status != RegenerationStatus.CANCELLED:
+            raise RegenerationConflict(f"This regeneration has already {regeneration.status}.")
+    regeneration.refresh_from_db()
+    return regeneration
+
+
+def _cancel_in_transaction(*, regeneration_id: UUID) -> bool:
+    """Cancel inside the caller's transaction; True if it was queued or running."""
+    now = timezone.now()
+    updated = Regeneration.objects.filter(pk=regeneration_id, status__in=ACTIVE_REGENERATION_STATUSES).update(
+        status=RegenerationStatus.CANCELLED, finished_at=now, heartbeat_at=now
+    )
+    if not updated:
+        return False
+    row = Regeneration.objects.values("session_id", "message_id").get(pk=regeneration_id)
+    event_publish(
+        session_id=row["session_id"],
+        payload=events.regeneration_cancelled(message_id=str(row["message_id"]), task_id=str(regeneration_id)),
+    )
+    transaction.on_commit(lambda: send_cancel_command(regeneration_id))
+    return True
+
+
+def regenerations_cancel_for_messages(*, message_ids: list[UUID]) -> list[UUID]:
+    """Cancel every active regeneration writing one of `message_ids` or answering one of
+    them, inside the caller's transaction (used when messages are deleted)."""
+    active = Regeneration.objects.filter(status__in=ACTIVE_REGENERATION_STATUSES).filter(
+        message_id__in=message_ids
+    ) | Regeneration.objects.filter(status__in=ACTIVE_REGENERATION_STATUSES, source_message_id__in=message_ids)
+    cancelled = []
+    for regeneration_id in active.values_list("pk", flat=True).distinct():
+        if _cancel_in_transaction(regeneration_id=regeneration_id):
+            cancelled.append(regeneration_id)
+    return cancelled
+
+
+def send_cancel_command(regeneration_id: UUID | str) -> None:
+    """Tell the process running the regeneration (whichever it is) to stop it now. A lost
+    command only delays the stop: the runner also sees the status at its next lease
+    renewal (CHORUS_REGENERATION_HEARTBEAT_SECONDS)."""
+    try:
+        control_send(CONTROL_GROUP, {"type": CANCEL_MESSAGE_TYPE, "id": str(regeneration_id)})
+    except Exception:
+        logger.exception("could not send the cancel command for regeneration %s", regeneration_id)
+
+
+# --- the run side (called by the runner, one short call each) ---------------------------
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What a runner needs to know about its regeneration, read when it claims it."""
+
+    regeneration_id: UUID
+    session_id: UUID
+    message_id: UUID
+    provider: str
+    conversation: list[Turn]
+
+    @property
+    def task_id(self) -> str:
+        return str(self.regeneration_id)
+
+
+def regeneration_claim(*, regeneration_id: UUID | str, worker: str) -> RunPlan | None:
+    """queued → running for `worker`; None if it is no longer queued (cancelled or
+    reaped before it started, or claimed already)."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Regeneration.objects.filter(pk=regeneration_id, status=RegenerationStatus.QUEUED).update(
+            status=RegenerationStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker
+        )
+        if not claimed:
+            return None
+        regeneration = Regeneration.objects.select_related("source_message", "requested_by").get(pk=regeneration_id)
+        conversation = selectors.regeneration_conversation(regeneration=regeneration)
+    return RunPlan(
+        regeneration_id=regeneration.pk,
+        session_id=regeneration.session_id,
+        message_id=regeneration.message_id,
+        provider=regeneration.provider,
+        conversation=conversation,
+    )
+
+
+def _running(plan: RunPlan, **changes) -> bool:
+    changes.setdefault("heartbeat_at", timezone.now())
+    return bool(
+        Regeneration.objects.filter(pk=plan.regeneration_id, status=RegenerationStatus.RUNNING).update(**changes)
+    )
+
+
+def regeneration_emit(*, plan: RunPlan, payload: events.EventPayload) -> bool:
+    """Publish a thought-process event of a running regeneration; False if it is no
+    longer running (nothing published)."""
+    with transaction.atomic():
+        if not _running(plan):
+            return False
+        event_publish(session_id=plan.session_id, payload=payload)
+    return True
+
+
+def regeneration_append(*, plan: RunPlan, content: str, offset: int, delta: str, progress: int) -> bool:
+    """Store the content so far (in the regeneration and its message) and publish one
+    `regeneration_progress` with `delta` at `offset`; False if no longer running."""
+    with transaction.atomic():
+        if not _running(plan, content=content, progress=progress):
+            return False
+        Message.objects.filter(pk=plan.message_id).update(content=content)
+        event_publish(
+            session_id=plan.session_id,
+            payload=events.regeneration_progress(
+                message_id=str(plan.message_id), task_id=plan.task_id, progress=progress, offset=offset, delta=delta
+            ),
+        )
+    return True
+
+
+def regeneration_complete(*, plan: RunPlan, content: str) -> bool:
+    """running → completed with the final content; publishes `message_regenerated`."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not _running(plan, status=RegenerationStatus.COMPLETED, content=content, progress=100, finished_at=now):
+            return False
+        Message.objects.filter(pk=plan.message_id).update(content=content)
+        event_publish(
+            session_id=plan.session_id,
+            payload=events.message_regenerated(message_id=str(plan.message_id), task_id=plan.task_id, content=content),
+        )
+    return True
+
+
+def regeneration_fail(*, plan: RunPlan, error: str) -> bool:
+    """running → failed with a message fit for users; publishes `regeneration_error`."""
+    with transaction.atomic():
+        if not _running(plan, status=RegenerationStatus.FAILED, error=error, finished_at=timezone.now()):
+            return False
+        event_publish(
+            session_id=plan.session_id,
+            payload=events.regeneration_error(message_id=str(plan.message_id), task_id=plan.task_id, error=error),
+        )
+    return True
+
+
+def regenerations_renew_leases(*, regeneration_ids: list[UUID | str]) -> set[str]:
+    """Renew the lease of the given runs that are still running; returns the ids (as
+    strings) of those still running, so the caller can stop the others."""
+    ids = [UUID(str(i)) for i in regeneration_ids]
+    if not ids:
+        return set()
+    with transaction.atomic():
+        Regeneration.objects.filter(pk__in=ids, status=RegenerationStatus.RUNNING).update(heartbeat_at=timezone.now())
+        alive = Regeneration.objects.filter(pk__in=ids, status__in=ACTIVE_REGENERATION_STATUSES)
+        return {str(pk) for pk in alive.values_list("pk", flat=True)}
+
+
+def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, limit: int = 100) -> list[UUID]:
+    """Mark failed (with `regeneration_error`) every queued or running regeneration whose
+    lease is older than `lease_seconds` (CHORUS_REGENERATION_LEASE_SECONDS): its process
+    died or lost the database. Safe to run in every process at once; returns the ids this
+    call marked."""
+    now = now or timezone.now()
+    lease = settings.CHORUS_REGENERATION_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    cutoff = now - timedelta(seconds=lease)
+    stale = Regeneration.objects.filter(status__in=ACTIVE_REGENERATION_STATUSES, heartbeat_at__lt=cutoff)
+    reaped = []
+    for regeneration_id, session_id, message_id in stale.values_list("pk", "session_id", "message_id")[:limit]:
+        with transaction.atomic():
+            updated = Regeneration.objects.filter(
+                pk=regeneration_id, status__in=ACTIVE_REGENERATION_STATUSES, heartbeat_at__lt=cutoff
+            ).update(status=RegenerationStatus.FAILED, error=LOST_ERROR, finished_at=now)
+            if not updated:
+                continue
+            event_publish(
+                session_id=session_id,
+                payload=events.regeneration_error(
+                    message_id=str(message_id), task_id=str(regeneration_id), error=LOST_ERROR
+                ),
+            )
+        logger.warning("regeneration %s lost its lease (its process died?): marked failed", regeneration_id)
+        reaped.append(regeneration_id)
+    return reaped
