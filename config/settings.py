@@ -177,6 +177,9 @@ CHORUS_STREAM_MAX_SECONDS = env_float("CHORUS_STREAM_MAX_SECONDS", 3600)
 CHORUS_HISTORY_MAX_EVENTS = env_int("CHORUS_HISTORY_MAX_EVENTS", 10_000)
 CHORUS_EVENT_TTL_SECONDS = env_int("CHORUS_EVENT_TTL_SECONDS", 604_800)
 CHORUS_STREAM_TICKET_SECONDS = 60
+# How often each process compares the newest ids in the database with what its hub has
+# delivered, to recover a last event whose channel-layer message was lost.
+CHORUS_RECONCILE_SECONDS = env_float("CHORUS_RECONCILE_SECONDS", 2.0)
 # Events read per database round trip while replaying history to a reconnecting stream.
 CHORUS_REPLAY_PAGE_SIZE = env_int("CHORUS_REPLAY_PAGE_SIZE", 1000)
 # The model whose rows own event logs, and the rule that says who may read them: realtime

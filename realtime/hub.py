@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from realtime import metrics, sse
 from realtime.publish import BROADCAST_MESSAGE_TYPE, session_group
+from realtime.replay import newest_event_ids, replay_rows
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ class Hub:
         self._background: set[asyncio.Task] = set()
         self._pings: dict[str, asyncio.Future] = {}
         self._handlers: dict[str, Callable[[dict], None]] = {}
+        # Reconciliation against the database (see _reconcile): the newest id the hub has
+        # seen per session, and ids the database had one round ago that had not arrived.
+        self._seen: dict[str, int] = {}
+        self._suspects: dict[str, int] = {}
         self._process_groups: set[str] = set()
 
     # --- lifecycle --------------------------------------------------------------------
@@ -117,6 +123,8 @@ class Hub:
         metrics.OPEN_STREAMS.dec()
         if not streams:
             del self._streams[key]
+            self._seen.pop(key, None)
+            self._suspects.pop(key, None)
             task = self.loop.create_task(self._leave(key))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -171,28 +179,69 @@ class Hub:
                 future.set_result(True)
 
     def _deliver(self, message: dict) -> None:
-        streams = self._streams.get(message["session"])
+        key = message["session"]
+        streams = self._streams.get(key)
         if not streams:
             return
-        seq, name = message["seq"], message["event"]
-        frame = sse.frame(seq, name, message["envelope"])
+        self._offer(key, streams, message["seq"], message["event"], message["envelope"])
+        metrics.observe_delivery(len(streams), message.get("publishedAt"))
+
+    def _offer(self, key: str, streams: set[HubStream], seq: int, name: str, envelope: str) -> None:
+        if seq > self._seen.get(key, 0):
+            self._seen[key] = seq
+        frame = sse.frame(seq, name, envelope)
         for stream in tuple(streams):
             stream.offer(seq, frame)
-        metrics.observe_delivery(len(streams), message.get("publishedAt"))
         if name == "member_left":
-            username = json.loads(message["envelope"])["data"].get("username")
+            username = json.loads(envelope)["data"].get("username")
             for stream in tuple(streams):
                 if stream.username == username:
                     stream.revoke()
 
+    def note_position(self, key: str, newest: int) -> None:
+        """A stream read the session's newest id from the database while opening."""
+        if key in self._streams and newest > self._seen.get(key, 0):
+            self._seen[key] = newest
+
+    async def _reconcile(self) -> None:
+        """Catch events whose doorbell never rang. Streams notice a lost event when the
+        next one arrives; this notices a lost *last* event: ids the database had one round
+        ago that still have not arrived are read once and offered to every local stream."""
+        keys = list(self._streams)
+        if not keys:
+            return
+        newest = await database_sync_to_async(newest_event_ids)(session_ids=keys)
+        for key in keys:
+            suspect = self._suspects.pop(key, None)
+            seen = self._seen.get(key, 0)
+            if suspect is not None and suspect > seen and self._streams.get(key):
+                rows = await database_sync_to_async(replay_rows)(
+                    session_id=key, after=seen, limit=settings.CHORUS_REPLAY_PAGE_SIZE, up_to=suspect
+                )
+                if rows:
+                    logger.warning("session %s: %d event(s) arrived only through reconciliation", key, len(rows))
+                for seq, name, envelope in rows:
+                    streams = self._streams.get(key)
+                    if streams:
+                        self._offer(key, streams, seq, name, envelope)
+            if newest.get(key, 0) > self._seen.get(key, 0):
+                self._suspects[key] = newest[key]
+
     async def _sweep_loop(self) -> None:
         interval = max(0.05, min(settings.CHORUS_KEEPALIVE_SECONDS / 4, 1.0))
+        next_reconcile = self.loop.time() + settings.CHORUS_RECONCILE_SECONDS
         while self._streams:
             await asyncio.sleep(interval)
             now = self.loop.time()
             for streams in tuple(self._streams.values()):
                 for stream in tuple(streams):
                     stream.tick(now)
+            if now >= next_reconcile:
+                next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
+                try:
+                    await self._reconcile()
+                except Exception:
+                    logger.exception("reconciliation with the database failed")
 
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed probe budget)
         """A round trip through the channel layer to this hub's own channel (readiness)."""

@@ -29,6 +29,17 @@ def log_position(*, session_id: UUID | str) -> LogPosition:
     return LogPosition(newest=newest, oldest=oldest if oldest is not None else newest + 1)
 
 
+def newest_event_ids(*, session_ids: list[str]) -> dict[str, int]:
+    """{session id: newest event id} for the given sessions, in one query per 500."""
+    model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
+    found: dict[str, int] = {}
+    for start in range(0, len(session_ids), 500):
+        chunk = session_ids[start : start + 500]
+        for pk, newest in model.objects.filter(pk__in=chunk).values_list("pk", "last_event_id"):
+            found[str(pk)] = newest
+    return found
+
+
 def events_after(*, session_id: UUID | str, after: int, limit: int, up_to: int | None = None) -> list[Event]:
     """Stored events with id > `after` (and <= `up_to`), oldest first, at most `limit`."""
     qs = Event.objects.filter(session_id=session_id, seq__gt=after)

@@ -148,6 +148,7 @@ class SessionStream(AsyncHttpConsumer):
             raise StreamRefused(503, "The event stream is unavailable; retry later.") from exc
 
         self.username = start.username
+        hub.note_position(self.session_key, start.newest)
         now = hub.loop.time()
         self._deadline = now + settings.CHORUS_STREAM_MAX_SECONDS
         await self.send_headers(status=200, headers=_STREAM_HEADERS)
