@@ -6,10 +6,14 @@ import asyncio
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 
+from sessions_app import services
 from sessions_app.providers import ProviderError, Turn
 from sessions_app.providers.openai_compatible import FAILED, TIMED_OUT, UNREACHABLE, OpenAICompatibleProvider
+from sessions_app.regenerations import runner
 from tests.sessions_app.fake_openai import FakeOpenAI
+from tests.sessions_app.regen_support import auth, call, events_until, reassemble, stream_of
 
 CONVERSATION = [Turn("user", "What's the plan? 🗺️", "alice"), Turn("assistant", "Let me think."), Turn("user", "Go")]
 
@@ -95,3 +99,79 @@ async def test_cancelling_the_consumer_closes_the_upstream_connection():
         assert server.disconnected_at - cancelled_at < 1.0
         sent = server.chunks_sent
     assert sent < 100  # the server stopped generating
+
+
+# --- through the runner: the events a session sees ----------------------------------------
+@pytest.fixture
+def openai_settings(settings):
+    settings.CHORUS_LLM_PROVIDER = "openai"
+    settings.CHORUS_LLM_API_KEY = "sk-test"
+    settings.CHORUS_LLM_TIMEOUT_SECONDS = 0.5
+    settings.CHORUS_PROGRESS_FLUSH_MS = 0
+    return settings
+
+
+@pytest.fixture
+async def stop_worker():
+    yield
+    if runner.current_worker() is not None:
+        await runner.current_worker().stop()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("model", "last_event", "content"),
+    [
+        ("normal", "message_regenerated", "".join(FakeOpenAI.answer)),
+        ("error-mid", "regeneration_error", "".join(FakeOpenAI.answer[:2])),
+        ("hang-mid", "regeneration_error", FakeOpenAI.answer[0]),
+    ],
+)
+async def test_regeneration_with_the_openai_provider(
+    asgi_app, collab, alice, bob, carol, openai_settings, stop_worker, model, last_event, content
+):
+    async with FakeOpenAI() as server:
+        openai_settings.CHORUS_LLM_BASE_URL = server.base_url
+        openai_settings.CHORUS_LLM_MODEL = model
+        question = await sync_to_async(services.message_create)(session=collab, author=alice, content="Hi there")
+        async with stream_of(asgi_app, collab, await auth(carol)) as stream:
+            await stream.next_event()
+            response = await call(
+                asgi_app,
+                "POST",
+                "/api/v1/chat_actions/regenerate",
+                bob,
+                body={"sessionId": str(collab.pk), "messageId": str(question.pk)},
+            )
+            assert response.status_code == 202
+            frames = await events_until(stream, {"message_regenerated", "regeneration_error", "regeneration_cancelled"})
+    assert frames[-1].event == last_event
+    assert reassemble(frames, response.json()["messageId"]) == content
+    if last_event == "regeneration_error":
+        assert frames[-1].json["data"]["error"] in (FAILED, TIMED_OUT)
+    else:
+        assert frames[-1].json["data"]["content"] == content
+    sent = server.requests[0]["json"]["messages"]
+    assert sent[-1] == {"role": "user", "content": "Hi there", "name": "alice"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_cancelling_an_openai_regeneration_closes_the_upstream_stream(
+    asgi_app, collab, alice, bob, openai_settings, stop_worker
+):
+    async with FakeOpenAI() as server:
+        openai_settings.CHORUS_LLM_BASE_URL = server.base_url
+        openai_settings.CHORUS_LLM_MODEL = "slow"
+        question = await sync_to_async(services.message_create)(session=collab, author=alice, content="Go")
+        async with stream_of(asgi_app, collab, await auth(alice)) as stream:
+            await stream.next_event()
+            body = {"sessionId": str(collab.pk), "messageId": str(question.pk)}
+            response = await call(asgi_app, "POST", "/api/v1/chat_actions/regenerate", bob, body=body)
+            await events_until(stream, {"regeneration_progress"})
+            cancelled_at = time.monotonic()
+            cancel = await call(
+                asgi_app, "POST", f"/api/v1/regenerations/{response.json()['regenerationId']}/cancel/", bob
+            )
+            assert cancel.status_code == 202
+            await asyncio.wait_for(server.disconnected.wait(), 1.0)
+            assert server.disconnected_at - cancelled_at < 1.0
