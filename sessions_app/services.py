@@ -121,7 +121,7 @@ def message_edit(*, message: Message, content: str) -> Message:
     from sessions_app.regenerations.selectors import regeneration_writing
     from sessions_app.regenerations.services import RegenerationConflict
 
-    message = Message.objects.select_for_update().select_related("author").get(pk=message.pk)
+    message = Message.objects.select_for_update(of=("self",)).select_related("author").get(pk=message.pk)
     if message.deleted_at is not None:
         raise Message.DoesNotExist
     if regeneration_writing(message=message) is not None:
