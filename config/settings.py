@@ -157,13 +157,22 @@ REST_FRAMEWORK = {
 # --- API docs: the OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ -------------
 SPECTACULAR_SETTINGS = {
     "TITLE": "Chorus API",
-    "DESCRIPTION": "Real-time collaboration sessions. Events: see sessions_app/schema.py (components `Event*`).",
+    "DESCRIPTION": (
+        "Real-time collaboration sessions. Everything that happens in a session is an event, streamed "
+        "over Server-Sent Events at GET /sse/sessions/{id}/ (and polled at GET /api/v1/sessions/{id}/events/); "
+        "the event envelope and each type's payload are the `Event` and `Event<Type>` schemas below."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SessionRoleEnum": "sessions_app.models.Role",
+        "MessageRoleEnum": "sessions_app.models.MessageRole",
+        "AddableRoleEnum": ["editor", "viewer"],
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sessions_app.schema.add_event_components",

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from realtime.replay import event_envelope, events_after, log_position
 from realtime.tickets import ticket_issue
-from sessions_app import selectors, services
+from sessions_app import schema, selectors, services
 from sessions_app.models import CollabSession, Role
 from sessions_app.regenerations import selectors as regeneration_selectors
 from sessions_app.regenerations import services as regeneration_services
@@ -52,11 +52,13 @@ def _session_detail(request: Request, session_id) -> dict:
 
 
 class SessionListApi(APIView):
+    @extend_schema(operation_id="v1_sessions_list", responses=schema.paginated("SessionPage", SessionOutput))
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.sessions_for_user(user=request.user), request, view=self)
         return paginator.get_paginated_response(SessionOutput(page, many=True, context={"request": request}).data)
 
+    @extend_schema(request=SessionInput, responses={201: SessionOutput})
     def post(self, request: Request) -> Response:
         data = SessionInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -65,10 +67,12 @@ class SessionListApi(APIView):
 
 
 class SessionDetailApi(APIView):
+    @extend_schema(responses=SessionOutput)
     def get(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
         return Response(_session_detail(request, session.pk))
 
+    @extend_schema(request=SessionInput, responses=SessionOutput)
     def patch(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id, need="own")
         data = SessionInput(data=request.data)
@@ -76,6 +80,7 @@ class SessionDetailApi(APIView):
         services.session_update(session=session, title=data.validated_data["title"])
         return Response(_session_detail(request, session.pk))
 
+    @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id, need="own")
         services.session_delete(session=session)
@@ -83,6 +88,7 @@ class SessionDetailApi(APIView):
 
 
 class MemberListApi(APIView):
+    @extend_schema(request=MemberInput, responses={201: MemberInput})
     def post(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id, need="own")
         data = MemberInput(data=request.data)
@@ -92,6 +98,7 @@ class MemberListApi(APIView):
 
 
 class MemberDetailApi(APIView):
+    @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, session_id: str, username: str) -> Response:
         session, _ = session_for(request, session_id, need="own")
         services.member_remove(session=session, username=username)
@@ -99,6 +106,7 @@ class MemberDetailApi(APIView):
 
 
 class MessageListApi(APIView):
+    @extend_schema(responses=schema.paginated("MessagePage", MessageOutput, last_event_id=True))
     def get(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
         paginator = PageNumberPagination()
@@ -131,6 +139,7 @@ class MessageListApi(APIView):
 class EventListApi(APIView):
     """The polling fallback: stored events after `after`, with the same envelopes as the stream."""
 
+    @extend_schema(parameters=[EventsQuery], responses={200: schema.EVENT_PAGE})
     def get(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
         query = EventsQuery(data=request.query_params)
@@ -152,6 +161,7 @@ class EventListApi(APIView):
 
 
 class StreamTicketApi(APIView):
+    @extend_schema(request=None, responses={201: TicketOutput})
     def post(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
         ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk)

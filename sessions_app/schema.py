@@ -107,3 +107,31 @@ def add_event_components(result: dict, generator, request, public) -> dict:
     """drf-spectacular postprocessing hook."""
     result.setdefault("components", {}).setdefault("schemas", {}).update(event_components())
     return result
+
+
+# --- shapes that DRF views build by hand ----------------------------------------------------
+def paginated(name: str, item_serializer, *, last_event_id: bool = False):
+    """A DRF page of `item_serializer` (with `lastEventId` beside it for messages)."""
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    fields = {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": item_serializer(many=True),
+    }
+    if last_event_id:
+        fields["lastEventId"] = serializers.IntegerField(help_text="The session's newest event id, read with the page.")
+    return inline_serializer(name, fields=fields)
+
+
+EVENT_PAGE = {
+    "type": "object",
+    "required": ["events", "lastId", "truncated"],
+    "properties": {
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+        "lastId": {"type": "integer", "description": "The session's newest event id."},
+        "truncated": {"type": "boolean", "description": "Events after `after` were pruned; `events` starts later."},
+    },
+}

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.contrib.staticfiles import finders
+from django.core.management import call_command
 
 from realtime import events
 from realtime.events import EventType
@@ -66,6 +67,10 @@ def test_every_event_type_is_documented_like_its_builder_makes_it(schema, event_
     assert set(documented) == set(payload)
     one_of = schema["components"]["schemas"]["Event"]["discriminator"]["mapping"]
     assert one_of[event_type.value].endswith(_component_name(event_type))
+
+
+def test_schema_generates_without_warnings_and_validates(tmp_path):
+    call_command("spectacular", "--file", str(tmp_path / "schema.yml"), "--validate", "--fail-on-warn")
 
 
 def test_swagger_ui_works_offline(client):
