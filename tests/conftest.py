@@ -41,6 +41,14 @@ def require_service(name: str, url: str) -> str:
     return url
 
 
+def pytest_configure(config) -> None:
+    from django.conf import settings
+
+    # database_sync_to_async threads would otherwise keep connections open past the test
+    # run, and PostgreSQL refuses to drop a test database that is still in use.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return require_service("PostgreSQL", POSTGRES_URL)

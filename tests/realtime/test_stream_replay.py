@@ -219,25 +219,33 @@ async def test_removed_member_gets_access_revoked_and_stream_ends(asgi_app, coll
 
 async def test_many_streams_opened_and_dropped_leave_nothing_behind(asgi_app, collab, alice):
     headers = await sync_to_async(auth)(alice)
-    tasks_before = len(asyncio.all_tasks())
+    # Warm up: the hub and the channel layer start their process-wide tasks once.
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as first:
+        await first.next_event()
+    hub = current_hub()
+    await _settled(hub)
+    baseline = asyncio.all_tasks()
+
     streams = [ASGIStream(asgi_app, stream_path(collab), headers=headers) for _ in range(50)]
     for s in streams:
         await s.__aenter__()
         await s.next_event()
-    hub = current_hub()
     assert hub.stream_count() == 50
     assert hub.joined_groups() == {str(collab.pk)}
     for s in streams:
         await s.disconnect()
+    await _settled(hub)
+    assert hub.stream_count() == 0
+    assert hub.session_counts() == {}
+    # Process-wide tasks (named chorus-*) may come and go; nothing per stream remains.
+    leftover = [t for t in asyncio.all_tasks() - baseline if not t.get_name().startswith("chorus-")]
+    assert leftover == []
+
+
+async def _settled(hub) -> None:
     async with asyncio.timeout(5):
         while hub.joined_groups() or hub.background_task_count():
             await asyncio.sleep(0.01)
-    assert hub.stream_count() == 0
-    assert hub.session_counts() == {}
-    # Process-wide tasks (named chorus-*: the hub's reader and sweeper) may remain;
-    # nothing per stream does.
-    leftover = [t for t in asyncio.all_tasks() if not t.get_name().startswith("chorus-")]
-    assert len(leftover) <= tasks_before, leftover
 
 
 async def test_lost_last_event_is_recovered_by_reconciliation(asgi_app, collab, alice, bob, settings):
