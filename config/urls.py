@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from realtime.health import healthz, readyz
+from realtime.health import healthz, metrics, readyz
 
 urlpatterns = [
     path("api/v1/", include("sessions_app.urls")),
@@ -11,10 +12,15 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]
+
+# With DEBUG on (`make run`), Django serves static files itself, so /api/docs/ and the admin
+# work offline with no proxy; in production the proxy serves STATIC_ROOT (collectstatic).
+urlpatterns += staticfiles_urlpatterns()
 
 handler400 = "sessions_app.exceptions.json_bad_request"
 handler404 = "sessions_app.exceptions.json_not_found"
