@@ -1,10 +1,11 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and the Prometheus endpoint."""
 
 import asyncio
 
 from channels.db import database_sync_to_async
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from realtime.hub import get_hub
 
@@ -35,3 +36,8 @@ async def readyz(request):
         checks["channelLayer"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics(request):
+    """Prometheus text format for this process (scrape every process)."""
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

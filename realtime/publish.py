@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from realtime import metrics
 from realtime.events import EventPayload, EventType, envelope, envelope_json
 from realtime.models import Event
 
@@ -100,6 +101,7 @@ def broadcast(session_id: UUID, message: dict) -> None:
     """Ring the session's group. A failure is logged, not raised: the event is stored, and
     streams recover it from the database when they notice the gap."""
     layer = get_channel_layer()
+    metrics.EVENTS_PUBLISHED.labels(message["event"]).inc()
     try:
         async_to_sync(layer.group_send)(session_group(session_id), message)
     except Exception:
