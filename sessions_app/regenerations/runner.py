@@ -41,6 +41,7 @@ import random
 import secrets
 import socket
 import threading
+import weakref
 from uuid import UUID
 
 from asgiref.sync import SyncToAsync
@@ -270,32 +271,37 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
 
 
 # --- process-wide access ------------------------------------------------------------------
-_worker: RegenerationWorker | None = None
+_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RegenerationWorker] = weakref.WeakKeyDictionary()
 _fallback: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 _fallback_lock = threading.Lock()
+
+
+def _worker_for(loop: asyncio.AbstractEventLoop) -> RegenerationWorker:
+    worker = _workers.get(loop)
+    if worker is None:
+        # The fallback loop has no hub (a hub belongs to the server's loop).
+        worker = _workers[loop] = RegenerationWorker(loop, use_hub=_fallback is None or loop is not _fallback[0])
+    return worker
 
 
 def get_worker() -> RegenerationWorker:
     """The worker of the running event loop (one per server process; tests get a new
     one with each loop)."""
-    global _worker
-    loop = asyncio.get_running_loop()
-    if _worker is None or _worker.loop is not loop:
-        _worker = RegenerationWorker(loop, use_hub=_fallback is None or loop is not _fallback[0])
-    return _worker
+    return _worker_for(asyncio.get_running_loop())
 
 
 def current_worker() -> RegenerationWorker | None:
-    return _worker
+    """The running loop's worker if it has one (tests, ops), without creating it."""
+    try:
+        return _workers.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
 
 
 def hub_started(hub) -> None:
     """settings.CHORUS_HUB_START_HOOKS entry: start this process's worker (its cancel
     subscription and the lease reaper) with the hub, on the hub's loop."""
-    global _worker
-    if _worker is None or _worker.loop is not hub.loop:
-        _worker = RegenerationWorker(hub.loop)
-    _worker.start_soon()
+    _worker_for(hub.loop).start_soon()
 
 
 def _server_loop() -> asyncio.AbstractEventLoop | None:

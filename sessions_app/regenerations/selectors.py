@@ -5,9 +5,9 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q
+from django.db.models import Count, Q
 
-from sessions_app.models import ACTIVE_REGENERATION_STATUSES, Message, MessageRole, Regeneration
+from sessions_app.models import ACTIVE_REGENERATION_STATUSES, Message, MessageRole, Regeneration, RegenerationStatus
 from sessions_app.providers import Turn
 from sessions_app.selectors import SessionNotFound, session_role
 
@@ -67,3 +67,11 @@ def regeneration_conversation(*, regeneration: Regeneration) -> list[Turn]:
         requester = regeneration.requested_by.get_username() if regeneration.requested_by_id else None
         turns.append(Turn(role="user", content=regeneration.user_query, author=requester))
     return turns
+
+
+def regeneration_counts() -> dict[str, int]:
+    """How many regenerations are in each status, cluster-wide (ops stats, metrics)."""
+    counts = {status: 0 for status in RegenerationStatus.values}
+    for row in Regeneration.objects.values("status").annotate(n=Count("pk")).order_by():
+        counts[row["status"]] = row["n"]
+    return counts

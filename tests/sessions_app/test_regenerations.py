@@ -610,3 +610,24 @@ async def test_bad_reply_input_is_rejected_and_emits_nothing(asgi_app, collab, b
     assert "detail" in response.json()
     assert await last_event_id(collab) == before
     assert await sync_to_async(Regeneration.objects.count)() == 0
+
+
+async def test_reap_command_and_counts(collab, alice, bob, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from sessions_app.regenerations.selectors import regeneration_counts
+
+    monkeypatch.setattr(runner, "regeneration_launch", lambda regeneration_id: None)
+    question = await post_message(session=collab, author=alice, content="one")
+    start = sync_to_async(regeneration_services.regeneration_start)
+    regeneration = await start(session=collab, source_message=question, requested_by=bob)
+    assert (await sync_to_async(regeneration_counts)())["queued"] == 1
+    out = StringIO()
+    await sync_to_async(call_command)("reap_regenerations", "--lease-seconds", "3600", stdout=out, stderr=StringIO())
+    assert out.getvalue() == ""
+    await sync_to_async(call_command)("reap_regenerations", "--lease-seconds", "0", stdout=out, stderr=StringIO())
+    assert out.getvalue().split() == [str(regeneration.pk)]
+    counts = await sync_to_async(regeneration_counts)()
+    assert counts == {"queued": 0, "running": 0, "completed": 0, "failed": 1, "cancelled": 0}
