@@ -59,9 +59,7 @@ def test_owner_edits_and_deletes_anyones_message(api, collab, alice, bobs_messag
     assert api(alice).delete(path(collab, bobs_message)).status_code == 204
 
 
-@pytest.mark.parametrize(
-    ("who", "expected"), [("carol", 403), ("mallory", 404), (None, 401), ("dave", 403)], ids=str
-)
+@pytest.mark.parametrize(("who", "expected"), [("carol", 403), ("mallory", 404), (None, 401), ("dave", 403)], ids=str)
 def test_others_may_not_change_a_message(api, collab, bobs_message, make_user, who, expected):
     if who == "dave":  # another editor, not the author
         make_user("dave")
