@@ -67,6 +67,8 @@ def member_add(*, session: CollabSession, username: str, role: str) -> Membershi
 @transaction.atomic
 def member_remove(*, session: CollabSession, username: str) -> None:
     """Removes the member; the `member_left` event also ends that user's open streams."""
+    if "\x00" in username:  # from the URL; no username has one, and PostgreSQL refuses NUL in text
+        raise MemberNotFound(username)
     membership = Membership.objects.select_related("user").filter(session=session, user__username=username).first()
     if membership is None:
         raise MemberNotFound(username)

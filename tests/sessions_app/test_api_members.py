@@ -115,7 +115,7 @@ def test_the_owner_cannot_be_removed(api, collab, alice):
     assert collab.last_event_id == before
 
 
-@pytest.mark.parametrize("username", ["mallory", "nobody-by-that-name"])
+@pytest.mark.parametrize("username", ["mallory", "nobody-by-that-name", "bob%00", "BOB"])
 def test_removing_someone_who_is_not_a_member_is_404(api, collab, alice, outsider, username):
     before = collab.last_event_id
     response = api(alice).delete(member_url(collab, username))
