@@ -67,6 +67,7 @@ class SessionStream(AsyncHttpConsumer):
         super().__init__(*args, **kwargs)
         self._hub: Hub | None = None
         self._task: asyncio.Task | None = None
+        self._opened = False  # headers and the opening frames sent
         self._closed = False
         self._aborted = False
         self._live = False
@@ -174,6 +175,7 @@ class SessionStream(AsyncHttpConsumer):
                 )
             opening.extend(self._frames(start.rows))
         self._write(b"".join(opening))
+        self._opened = True
         if len(start.rows) >= self._page_size or not self._release_held():
             self._start_catch_up()
 
@@ -209,8 +211,8 @@ class SessionStream(AsyncHttpConsumer):
         self._held.append((seq, frame))
 
     def tick(self, now: float) -> None:
-        if self._closed:
-            return
+        if self._closed or not self._opened:
+            return  # still opening: no deadline yet, and nothing may precede the headers
         if now >= self._deadline:
             self._end("max_lifetime")
         elif self._inflight is None and now - self._last_write >= settings.CHORUS_KEEPALIVE_SECONDS:

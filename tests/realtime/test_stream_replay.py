@@ -229,7 +229,8 @@ async def test_many_streams_opened_and_dropped_leave_nothing_behind(asgi_app, co
     streams = [ASGIStream(asgi_app, stream_path(collab), headers=headers) for _ in range(50)]
     for s in streams:
         await s.__aenter__()
-        await s.next_event()
+        assert s.status == 200, s.body
+        assert (await s.next_event()).event == "connection"
     assert hub.stream_count() == 50
     assert hub.joined_groups() == {str(collab.pk)}
     for s in streams:
@@ -268,3 +269,28 @@ async def test_lost_last_event_is_recovered_by_reconciliation(asgi_app, collab, 
             layer.group_send = real_group_send
         frames = await s.events_until(collab.last_event_id + 1, timeout=5)
         assert [f.json["data"]["content"] for f in frames] == ["its doorbell never rings"]
+
+
+async def test_sweeper_leaves_a_stream_that_is_still_opening_alone(asgi_app, collab, alice, settings):
+    """The hub's sweeper may run while a stream waits for its database round trip; it must
+    neither end it (no deadline yet) nor write a keepalive before the headers."""
+    settings.CHORUS_KEEPALIVE_SECONDS = 0.01
+    import realtime.stream as stream_module
+
+    real_open = stream_module.stream_open
+
+    def slow_open(**kwargs):
+        import time
+
+        time.sleep(0.3)  # runs in the database thread: the sweeper ticks meanwhile
+        return real_open(**kwargs)
+
+    stream_module.stream_open = slow_open
+    try:
+        async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+            assert s.status == 200
+            assert (await s.next_event()).event == "connection"
+            assert not s.finished.is_set()
+            assert current_hub().stream_count() == 1
+    finally:
+        stream_module.stream_open = real_open
