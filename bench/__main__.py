@@ -1,0 +1,118 @@
+"""`python -m bench` (`make bench BENCH_ARGS="..."`): run the scenarios, print one table,
+write bench/results/<time>-<server>.json. See bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+
+from bench import procstats
+from bench.client import raise_nofile_limit
+from bench.report import table, write_json
+from bench.scenarios import DEFAULT, QUICK, Bench, Options
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    names = [s.name for s in DEFAULT]
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these (repeat or comma-separate): {', '.join(names)}",
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run in about a minute")
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
+    parser.add_argument("--processes", type=int, default=2, help="server processes (default 2)")
+    parser.add_argument(
+        "--client-procs", type=int, default=0, help="subscriber processes (default: 1 up to 1,000 subscribers, else 2)"
+    )
+    parser.add_argument("--connect-concurrency", type=int, default=200, help="connections opening at once")
+    parser.add_argument(
+        "--postgres", default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"))
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = parser.parse_args(argv)
+    wanted = [n.strip() for item in args.scenario for n in item.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(names)}")
+    args.wanted = wanted
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    catalogue = QUICK if args.quick else DEFAULT
+    scenarios = [s for s in catalogue if not args.wanted or s.name in args.wanted]
+    options = Options(
+        server=args.server,
+        processes=args.processes,
+        client_procs=args.client_procs,
+        connect_concurrency=args.connect_concurrency,
+        postgres_url=args.postgres,
+        redis_url=args.redis,
+    )
+    nofile = raise_nofile_limit()  # before the servers start: they inherit it
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    meta = {
+        "server": args.server,
+        "processes": args.processes,
+        "quick": args.quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": procstats.cpu_model(),
+            "python": platform.python_version(),
+            "loadavg_at_start": procstats.loadavg(),
+            "nofile": nofile,
+        },
+    }
+    log(
+        f"chorus bench: {len(scenarios)} scenario(s), {args.processes} {args.server} process(es), "
+        f"{os.cpu_count()} cpus, load {meta['machine']['loadavg_at_start']}, nofile {nofile}"
+    )
+    bench = Bench(options, log)
+    rows = []
+    try:
+        for scenario in scenarios:
+            log(f"-- {scenario.name}: {scenario.describe()}")
+            row = await bench.run(scenario)
+            rows.append(row)
+            log(table([row]).splitlines()[2] + f"  [{row.notes.get('wall_seconds')} s]")
+    finally:
+        bench.stop()
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    meta["loadavg_at_end"] = procstats.loadavg()
+    path = write_json(rows, meta)
+    print(f"\nChorus bench: {args.server} x{args.processes}, {os.cpu_count()} cpus, quick={args.quick}")
+    print(table(rows))
+    for row in rows:
+        print(f"  {row.scenario}: {row.description}; client processes: {row.notes.get('client_processes')}")
+    print(f"\nfull results: {path}")
+    return 1 if any(r.error for r in rows) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for scenario in DEFAULT:
+            print(f"{scenario.name:16} {scenario.describe()}")
+        return 0
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Result rows, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def percentiles(values: Sequence[float]) -> dict:
+    """p50/p90/p99/max (nearest rank) and the count; empty dict for no values."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(n - 1, max(0, int(q * n + 0.5) - 1))], 1)
+
+    return {"n": n, "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": round(ordered[-1], 1)}
+
+
+@dataclass
+class Row:
+    scenario: str
+    description: str
+    server: str
+    subscribers: int = 0
+    connected: int = 0
+    received: int = 0
+    expected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    deliveries_per_s: float | None = None
+    latency: dict = field(default_factory=dict)  # ms
+    cpu_ms_per_1k: float | None = None
+    kb_per_stream: float | None = None
+    key_time: str = ""
+    notes: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # working values, not reported
+    error: str = ""
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out.pop("extra")
+        return out
+
+
+_COLUMNS = [
+    ("scenario", 15),
+    ("subs", 11),
+    ("delivered/expected", 19),
+    ("lost", 5),
+    ("dup", 4),
+    ("ooo", 4),
+    ("deliv/s", 8),
+    ("p50", 7),
+    ("p90", 7),
+    ("p99", 7),
+    ("max", 7),
+    ("cpu/1k", 7),
+    ("KB/strm", 7),
+    ("", 0),
+]
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if digits else f"{value:.0f}"
+    return str(value)
+
+
+def _cells(row: Row) -> list[str]:
+    lat = row.latency or {}
+    ok = row.lost == 0 and row.duplicated == 0 and row.out_of_order == 0
+    extra = []
+    if row.key_time:
+        extra.append(row.key_time)
+    for key in ("server_cpu_ms_per_event", "idle_server_cpu_ms_per_s", "reconnects", "connect_failed"):
+        if key in row.notes:
+            extra.append(f"{key}={row.notes[key]}")
+    if row.error:
+        extra.append(f"ERROR {row.error[:120]}")
+    delivered = f"{row.received}/{row.expected}" if row.expected else "-"
+    return [
+        row.scenario,
+        f"{row.connected}/{row.subscribers}",
+        delivered + ("" if ok or not row.expected else " !"),
+        _fmt(row.lost if row.expected else None),
+        _fmt(row.duplicated if row.expected else None),
+        _fmt(row.out_of_order if row.expected else None),
+        _fmt(row.deliveries_per_s, 0),
+        _fmt(lat.get("p50")),
+        _fmt(lat.get("p90")),
+        _fmt(lat.get("p99")),
+        _fmt(lat.get("max")),
+        _fmt(row.cpu_ms_per_1k),
+        _fmt(row.kb_per_stream),
+        "; ".join(extra),
+    ]
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = ["  ".join(name.ljust(width) if width else name for name, width in _COLUMNS)]
+    lines.append("  ".join("-" * width if width else "-----" for _, width in _COLUMNS))
+    for row in rows:
+        cells = _cells(row)
+        lines.append("  ".join(c.ljust(w) if w else c for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
+    lines.append(
+        "latency p50..max: publish-to-receive in ms; cpu/1k: server CPU ms (utime+stime of the server "
+        "processes, REST publishing included) per 1,000 deliveries; KB/strm: server RSS growth per open stream"
+    )
+    return "\n".join(lines)
+
+
+def write_json(rows: Sequence[Row], meta: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{meta.get('server', 'run')}.json"
+    path.write_text(json.dumps({"meta": meta, "results": [r.as_json() for r in rows]}, indent=2) + "\n")
+    return path
