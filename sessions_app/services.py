@@ -50,10 +50,19 @@ def session_delete(*, session: CollabSession) -> None:
     session.delete()
 
 
+def _lock_memberships(session: CollabSession) -> None:
+    """Serialize membership changes of one session until commit, so that "already a
+    member?" and "still a member?" hold when acted on under PostgreSQL's READ COMMITTED
+    (SQLite's IMMEDIATE transactions serialize anyway). FOR NO KEY UPDATE is the lock
+    event_publish takes next in any case, so message writers wait no more than before."""
+    CollabSession.objects.select_for_update(no_key=True).filter(pk=session.pk).values_list("pk", flat=True).first()
+
+
 @transaction.atomic
 def member_add(*, session: CollabSession, username: str, role: str) -> Membership:
     if role not in (Role.EDITOR, Role.VIEWER):
         raise ServiceError("role must be 'editor' or 'viewer' (a session has one owner).")
+    _lock_memberships(session)
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None:
         raise ServiceError(f"No user named {username!r}.")
@@ -69,6 +78,7 @@ def member_remove(*, session: CollabSession, username: str) -> None:
     """Removes the member; the `member_left` event also ends that user's open streams."""
     if "\x00" in username:  # from the URL; no username has one, and PostgreSQL refuses NUL in text
         raise MemberNotFound(username)
+    _lock_memberships(session)
     membership = Membership.objects.select_related("user").filter(session=session, user__username=username).first()
     if membership is None:
         raise MemberNotFound(username)

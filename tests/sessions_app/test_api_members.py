@@ -139,3 +139,78 @@ def test_a_member_cannot_remove_themselves_unless_owner(api, collab, carol):
 
 def test_removal_needs_credentials(api, collab):
     assert api().delete(member_url(collab, "bob")).status_code == 401
+
+
+# --- concurrent changes of one membership --------------------------------------------------
+def _at_once(count: int, action) -> list[BaseException | None]:
+    """Runs `action()` in `count` threads released together; what each raised (or None)."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(count)
+    outcomes: list[BaseException | None] = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            action()
+        except BaseException as exc:
+            outcomes[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_additions_of_one_user_make_one_member_and_one_event(collab, outsider):
+    from sessions_app import services
+
+    outcomes = _at_once(6, lambda: services.member_add(session=collab, username="mallory", role="viewer"))
+    assert sum(o is None for o in outcomes) == 1
+    assert all(isinstance(o, services.ServiceError) for o in outcomes if o is not None), outcomes
+    assert Membership.objects.filter(session=collab, user=outsider).count() == 1
+    assert Event.objects.filter(session=collab, type="member_joined", data__username="mallory").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_removals_of_one_member_emit_one_member_left(collab):
+    from sessions_app import services
+
+    outcomes = _at_once(6, lambda: services.member_remove(session=collab, username="carol"))
+    assert sum(o is None for o in outcomes) == 1
+    assert all(isinstance(o, services.MemberNotFound) for o in outcomes if o is not None), outcomes
+    assert Event.objects.filter(session=collab, type="member_left").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_membership_changes_beside_message_writers_neither_deadlock_nor_leave_gaps(collab, bob, make_user):
+    import itertools
+
+    from sessions_app import services
+
+    names = [make_user(f"guest{i}").username for i in range(3)]
+    counter = itertools.count()
+
+    def work() -> None:
+        index = next(counter)
+        if index < len(names):  # these threads churn memberships, the rest post messages
+            for _ in range(5):
+                services.member_add(session=collab, username=names[index], role="viewer")
+                services.member_remove(session=collab, username=names[index])
+        else:
+            for i in range(10):
+                services.message_create(session=collab, author=bob, content=f"m{i}")
+
+    outcomes = _at_once(len(names) + 4, work)
+    assert outcomes == [None] * (len(names) + 4)
+    collab.refresh_from_db()
+    seqs = list(Event.objects.filter(session=collab).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, collab.last_event_id + 1))
+    assert collab.last_event_id == 3 + len(names) * 10 + 4 * 10

@@ -201,3 +201,30 @@ def test_only_the_owner_deletes(api, collab, request, who, status):
 def test_delete_requires_credentials(api, collab):
     assert api().delete(detail(collab)).status_code == 401
     assert CollabSession.objects.filter(pk=collab.pk).exists()
+
+
+# --- session-cookie clients (the web app) -------------------------------------------------
+def cookie_client(user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username=user.username, password="pw-for-tests")
+    return client
+
+
+def test_a_session_cookie_reads_the_api(collab, alice):
+    response = cookie_client(alice).get(SESSIONS)
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
+
+
+def test_a_session_cookie_needs_the_csrf_token_to_write(alice):
+    client = cookie_client(alice)
+    refused = client.post(SESSIONS, {"title": "No CSRF"}, content_type="application/json")
+    assert refused.status_code == 403
+    assert "CSRF" in refused.json()["detail"]
+    assert not CollabSession.objects.exists()
+    client.get("/accounts/login/")  # sets the csrftoken cookie
+    token = client.cookies["csrftoken"].value
+    accepted = client.post(SESSIONS, {"title": "With CSRF"}, content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    assert accepted.status_code == 201
