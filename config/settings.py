@@ -221,6 +221,8 @@ CHORUS_PROGRESS_FLUSH_MS = env_float("CHORUS_PROGRESS_FLUSH_MS", 50)
 # failed once the lease is older than CHORUS_REGENERATION_LEASE_SECONDS.
 CHORUS_REGENERATION_HEARTBEAT_SECONDS = env_float("CHORUS_REGENERATION_HEARTBEAT_SECONDS", 2)
 CHORUS_REGENERATION_LEASE_SECONDS = env_float("CHORUS_REGENERATION_LEASE_SECONDS", 10)
+# Threads (and so database connections) per process for the runs' short writes.
+CHORUS_REGENERATION_DB_THREADS = env_int("CHORUS_REGENERATION_DB_THREADS", 8)
 # Starting regenerations, per user and per session (DRF rate strings: "N/second|minute|hour").
 CHORUS_REGENERATION_RATE_USER = os.environ.get("CHORUS_REGENERATION_RATE_USER", "20/minute")
 CHORUS_REGENERATION_RATE_SESSION = os.environ.get("CHORUS_REGENERATION_RATE_SESSION", "60/minute")

@@ -35,6 +35,7 @@ Design
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -42,11 +43,13 @@ import secrets
 import socket
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connections
 
 from realtime import events
 from sessions_app.providers import Provider, ProviderError, get_provider
@@ -60,9 +63,8 @@ _PUMP_CLOSE_TIMEOUT = 2.0
 
 
 def _db(func):
-    # The thread pool rather than the one thread-sensitive thread: runs must not queue
-    # behind each other (or behind request handlers) for their short writes.
-    return database_sync_to_async(func, thread_sensitive=False)
+    """`func` as a coroutine function running in the worker's database threads."""
+    return get_worker().db(func)
 
 
 class _Stopped(Exception):
@@ -90,6 +92,15 @@ class RegenerationWorker:
         self._maintenance: asyncio.Task | None = None
         self._joined = False
         self._starting: asyncio.Task | None = None
+        # Own threads for the runs' database calls rather than the one thread-sensitive
+        # thread: runs must not queue behind each other (or behind request handlers) for
+        # their short writes, and `stop` can close the connections these threads hold.
+        self._threads = settings.CHORUS_REGENERATION_DB_THREADS
+        self.executor = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="chorus-regeneration-db")
+
+    def db(self, func):
+        """`func` as a coroutine function that runs in this worker's database threads."""
+        return database_sync_to_async(func, thread_sensitive=False, executor=self.executor)
 
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +133,24 @@ class RegenerationWorker:
         if tasks:
             await asyncio.wait(tasks, timeout=_PUMP_CLOSE_TIMEOUT)
         self._maintenance = self._starting = None
+        await asyncio.get_running_loop().run_in_executor(None, self._close_threads)
+
+    def _close_threads(self) -> None:
+        # One task per thread (the barrier keeps each on its own thread), each closing its
+        # thread's database connections, so a test database can be dropped afterwards.
+        barrier = threading.Barrier(self._threads, timeout=2)
+
+        def close() -> None:
+            connections.close_all()
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+
+        futures = [self.executor.submit(close) for _ in range(self._threads)]
+        concurrent.futures.wait(futures, timeout=3)
+        self.executor.shutdown(wait=False)
+        self.executor = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="chorus-regeneration-db")
 
     # --- runs -------------------------------------------------------------------------
     def spawn(self, regeneration_id: UUID | str) -> asyncio.Task:
@@ -233,11 +262,15 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
     ready = asyncio.Event()
 
     async def pump() -> None:
+        carry = ""
         try:
             async for chunk in provider.stream(plan.conversation):
-                if chunk:
-                    buffer.append(chunk)
+                text, carry = clean_text(chunk, carry)
+                if text:
+                    buffer.append(text)
                     ready.set()
+            if carry:
+                buffer.append(clean_text(carry, "", final=True)[0])
         finally:
             ready.set()
 
@@ -268,6 +301,22 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
             pump_task.cancel()
             # Let the provider close its upstream (the generator's finally) before leaving.
             await asyncio.wait([pump_task], timeout=_PUMP_CLOSE_TIMEOUT)
+
+
+def clean_text(chunk: str, carry: str, *, final: bool = False) -> tuple[str, str]:
+    """Make a provider's chunk storable and countable: a surrogate pair split across two
+    chunks is joined (the high half is carried to the next chunk), lone surrogates become
+    U+FFFD and NUL characters (which PostgreSQL refuses in text) are dropped. Returns the
+    text to publish and the new carry."""
+    text = carry + chunk
+    carry = ""
+    if text and not final and "\ud800" <= text[-1] <= "\udbff":
+        text, carry = text[:-1], text[-1]
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text, carry
 
 
 # --- process-wide access ------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app.providers import ProviderError, ThoughtPlan, Turn
 from tests.conftest import token_for
@@ -16,7 +16,7 @@ from tests.support.asgi import ASGIStream
 
 
 async def auth(user) -> dict[str, str]:
-    return {"Authorization": f"Token {await sync_to_async(token_for)(user)}"}
+    return {"Authorization": f"Token {await database_sync_to_async(token_for)(user)}"}
 
 
 async def call(app, method: str, path: str, user=None, *, body=None, raw: bytes | None = None) -> httpx.Response:

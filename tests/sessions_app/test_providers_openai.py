@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from sessions_app import services
 from sessions_app.providers import ProviderError, Turn
@@ -133,7 +133,8 @@ async def test_regeneration_with_the_openai_provider(
     async with FakeOpenAI() as server:
         openai_settings.CHORUS_LLM_BASE_URL = server.base_url
         openai_settings.CHORUS_LLM_MODEL = model
-        question = await sync_to_async(services.message_create)(session=collab, author=alice, content="Hi there")
+        post = database_sync_to_async(services.message_create)
+        question = await post(session=collab, author=alice, content="Hi there")
         async with stream_of(asgi_app, collab, await auth(carol)) as stream:
             await stream.next_event()
             response = await call(
@@ -162,7 +163,7 @@ async def test_cancelling_an_openai_regeneration_closes_the_upstream_stream(
     async with FakeOpenAI() as server:
         openai_settings.CHORUS_LLM_BASE_URL = server.base_url
         openai_settings.CHORUS_LLM_MODEL = "slow"
-        question = await sync_to_async(services.message_create)(session=collab, author=alice, content="Go")
+        question = await database_sync_to_async(services.message_create)(session=collab, author=alice, content="Go")
         async with stream_of(asgi_app, collab, await auth(alice)) as stream:
             await stream.next_event()
             body = {"sessionId": str(collab.pk), "messageId": str(question.pk)}

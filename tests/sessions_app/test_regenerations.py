@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -57,9 +57,9 @@ def use_provider(monkeypatch):
     return install
 
 
-post_message = sync_to_async(services.message_create)
-last_event_id = sync_to_async(lambda session: CollabSession.objects.get(pk=session.pk).last_event_id)
-get_regeneration = sync_to_async(lambda pk: Regeneration.objects.get(pk=pk))
+post_message = database_sync_to_async(services.message_create)
+last_event_id = database_sync_to_async(lambda session: CollabSession.objects.get(pk=session.pk).last_event_id)
+get_regeneration = database_sync_to_async(lambda pk: Regeneration.objects.get(pk=pk))
 
 
 async def regenerate(app, user, session, message, **extra):
@@ -137,7 +137,7 @@ async def test_full_regeneration_reaches_a_second_members_stream(asgi_app, colla
         "createdAt": None,
         "finishedAt": None,
     }
-    stored = await sync_to_async(Message.objects.get)(pk=body["messageId"])
+    stored = await database_sync_to_async(Message.objects.get)(pk=body["messageId"])
     assert (stored.content, stored.role, stored.original_message_id) == (content, "assistant", question.pk)
     listed = await call(asgi_app, "GET", f"/api/v1/sessions/{collab.pk}/messages/", carol)
     assert listed.json()["results"][-1]["content"] == content
@@ -175,7 +175,7 @@ async def test_reply_false_starts_nothing(asgi_app, collab, bob):
     )
     assert response.status_code == 201
     assert "regenerationId" not in response.json()
-    assert await sync_to_async(Regeneration.objects.count)() == 0
+    assert await database_sync_to_async(Regeneration.objects.count)() == 0
 
 
 async def test_query_is_appended_to_the_conversation(asgi_app, collab, alice, bob, carol):
@@ -201,7 +201,7 @@ async def test_regenerating_an_assistant_message_answers_the_conversation_before
     regeneration = await get_regeneration(regeneration_id)
     assert regeneration.status == RegenerationStatus.COMPLETED
     assert regeneration.content == compose_answer([Turn("user", question.content, "alice")]).text
-    new_message = await sync_to_async(Message.objects.get)(pk=response.json()["messageId"])
+    new_message = await database_sync_to_async(Message.objects.get)(pk=response.json()["messageId"])
     assert new_message.original_message_id == old_answer.pk
 
 
@@ -374,13 +374,13 @@ async def test_reaper_fails_only_expired_leases_and_only_once(asgi_app, collab, 
     monkeypatch.setattr(runner, "regeneration_launch", lambda regeneration_id: None)
     first = await post_message(session=collab, author=alice, content="one")
     second = await post_message(session=collab, author=alice, content="two")
-    start = sync_to_async(regeneration_services.regeneration_start)
+    start = database_sync_to_async(regeneration_services.regeneration_start)
     stale = await start(session=collab, source_message=first, requested_by=bob)
     fresh = await start(session=collab, source_message=second, requested_by=bob)
     old = timezone.now() - timezone.timedelta(seconds=3600)
-    await sync_to_async(Regeneration.objects.filter(pk=stale.pk).update)(status="running", heartbeat_at=old)
+    await database_sync_to_async(Regeneration.objects.filter(pk=stale.pk).update)(status="running", heartbeat_at=old)
     before = await last_event_id(collab)
-    reap = sync_to_async(regeneration_services.regenerations_reap_stale)
+    reap = database_sync_to_async(regeneration_services.regenerations_reap_stale)
     assert await reap() == [stale.pk]
     assert await reap() == []
     assert await last_event_id(collab) == before + 1
@@ -428,7 +428,7 @@ async def test_many_regenerations_run_at_once(asgi_app, collab, alice, bob, caro
                     done[frame.json["data"]["messageId"]] = frame.event
     assert set(done.values()) == {"message_regenerated"}
     # They overlapped: more than one was running at some point.
-    rows = await sync_to_async(list)(Regeneration.objects.values_list("started_at", "finished_at"))
+    rows = await database_sync_to_async(list)(Regeneration.objects.values_list("started_at", "finished_at"))
     assert any(s2 < f1 and s1 < f2 for (s1, f1) in rows for (s2, f2) in rows if (s1, f1) != (s2, f2))
 
 
@@ -438,18 +438,18 @@ async def test_one_active_regeneration_per_message(asgi_app, collab, alice, bob,
     question = await post_message(session=collab, author=alice, content="Once")
     first = await regenerate(asgi_app, bob, collab, question)
     assert first.status_code == 202
-    count_messages = sync_to_async(Message.objects.count)
+    count_messages = database_sync_to_async(Message.objects.count)
     before = await count_messages()
     second = await regenerate(asgi_app, alice, collab, question)
     assert second.status_code == 409
     assert "already running" in second.json()["detail"]
-    new_message = await sync_to_async(Message.objects.get)(pk=first.json()["messageId"])
+    new_message = await database_sync_to_async(Message.objects.get)(pk=first.json()["messageId"])
     third = await regenerate(asgi_app, alice, collab, new_message)
     assert third.status_code == 409
     assert "still being generated" in third.json()["detail"]
     assert await count_messages() == before
-    assert await sync_to_async(Regeneration.objects.count)() == 1
-    assert await sync_to_async(Event.objects.filter(type="message_regenerating").count)() == 1
+    assert await database_sync_to_async(Regeneration.objects.count)() == 1
+    assert await database_sync_to_async(Event.objects.filter(type="message_regenerating").count)() == 1
 
     def second_active_row():
         with transaction.atomic():
@@ -457,7 +457,7 @@ async def test_one_active_regeneration_per_message(asgi_app, collab, alice, bob,
             Regeneration.objects.create(session=collab, message=other, source_message=question, status="running")
 
     with pytest.raises(IntegrityError):
-        await sync_to_async(second_active_row)()
+        await database_sync_to_async(second_active_row)()
 
 
 # --- throttling -------------------------------------------------------------------------------
@@ -492,7 +492,7 @@ async def test_regenerations_are_throttled_per_session(asgi_app, collab, alice, 
     assert (await regenerate(asgi_app, bob, collab, questions[2])).status_code == 202
     refused = await regenerate(asgi_app, bob, collab, questions[3])
     assert refused.status_code == 429 and "Retry-After" in refused.headers
-    other = await sync_to_async(services.session_create)(owner=bob, title="Elsewhere")
+    other = await database_sync_to_async(services.session_create)(owner=bob, title="Elsewhere")
     elsewhere = await post_message(session=other, author=bob, content="free here")
     assert (await regenerate(asgi_app, bob, other, elsewhere)).status_code == 202
 
@@ -569,9 +569,9 @@ def _cases():
 async def test_bad_regenerate_input_is_rejected_and_emits_nothing(asgi_app, collab, alice, bob, make_user, case):
     question = await post_message(session=collab, author=alice, content="fine")
     gone = await post_message(session=collab, author=alice, content="gone")
-    await sync_to_async(services.message_delete)(message=gone)
-    stranger = await sync_to_async(make_user)("stranger")
-    foreign = await sync_to_async(services.session_create)(owner=stranger, title="Not yours")
+    await database_sync_to_async(services.message_delete)(message=gone)
+    stranger = await database_sync_to_async(make_user)("stranger")
+    foreign = await database_sync_to_async(services.session_create)(owner=stranger, title="Not yours")
     foreign_message = await post_message(session=foreign, author=stranger, content="private")
     context = {
         "session": str(collab.pk),
@@ -590,7 +590,7 @@ async def test_bad_regenerate_input_is_rejected_and_emits_nothing(asgi_app, coll
     assert response.headers["content-type"] == "application/json"
     assert isinstance(response.json()["detail"], str) and response.json()["detail"]
     assert (await last_event_id(collab), await last_event_id(foreign)) == before
-    assert await sync_to_async(Regeneration.objects.count)() == 0
+    assert await database_sync_to_async(Regeneration.objects.count)() == 0
 
 
 @pytest.mark.parametrize(
@@ -609,7 +609,7 @@ async def test_bad_reply_input_is_rejected_and_emits_nothing(asgi_app, collab, b
     assert response.status_code == expected
     assert "detail" in response.json()
     assert await last_event_id(collab) == before
-    assert await sync_to_async(Regeneration.objects.count)() == 0
+    assert await database_sync_to_async(Regeneration.objects.count)() == 0
 
 
 async def test_reap_command_and_counts(collab, alice, bob, monkeypatch):
@@ -621,13 +621,29 @@ async def test_reap_command_and_counts(collab, alice, bob, monkeypatch):
 
     monkeypatch.setattr(runner, "regeneration_launch", lambda regeneration_id: None)
     question = await post_message(session=collab, author=alice, content="one")
-    start = sync_to_async(regeneration_services.regeneration_start)
+    start = database_sync_to_async(regeneration_services.regeneration_start)
     regeneration = await start(session=collab, source_message=question, requested_by=bob)
-    assert (await sync_to_async(regeneration_counts)())["queued"] == 1
+    assert (await database_sync_to_async(regeneration_counts)())["queued"] == 1
     out = StringIO()
-    await sync_to_async(call_command)("reap_regenerations", "--lease-seconds", "3600", stdout=out, stderr=StringIO())
+    reap = database_sync_to_async(call_command)
+    await reap("reap_regenerations", "--lease-seconds", "3600", stdout=out, stderr=StringIO())
     assert out.getvalue() == ""
-    await sync_to_async(call_command)("reap_regenerations", "--lease-seconds", "0", stdout=out, stderr=StringIO())
+    await reap("reap_regenerations", "--lease-seconds", "0", stdout=out, stderr=StringIO())
     assert out.getvalue().split() == [str(regeneration.pk)]
-    counts = await sync_to_async(regeneration_counts)()
+    counts = await database_sync_to_async(regeneration_counts)()
     assert counts == {"queued": 0, "running": 0, "completed": 0, "failed": 1, "cancelled": 0}
+
+
+async def test_split_surrogates_and_nul_from_a_provider_are_made_storable(
+    asgi_app, collab, alice, bob, carol, use_provider
+):
+    use_provider(ScriptedProvider(["a\ud83d", "\ude00b", "\x00c", "\udfff", "d"]))
+    question = await post_message(session=collab, author=alice, content="odd bytes")
+    async with stream_of(asgi_app, collab, await auth(carol)) as stream:
+        await stream.next_event()
+        response = await regenerate(asgi_app, bob, collab, question)
+        frames = await events_until(stream, TERMINAL)
+    assert frames[-1].event == "message_regenerated"
+    expected = "a😀bc\ufffdd"
+    assert reassemble(frames, response.json()["messageId"]) == frames[-1].json["data"]["content"] == expected
+    assert (await get_regeneration(response.json()["regenerationId"])).content == expected
