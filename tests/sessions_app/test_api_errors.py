@@ -96,14 +96,14 @@ WRONG_VALUES = [42, 1.5, True, None, ["x"], {"x": 1}]
 
 
 @pytest.mark.parametrize("endpoint", ["create session", "rename session"])
-@pytest.mark.parametrize("title", [*WRONG_VALUES, "", "   ", "t" * 201], ids=repr)
+@pytest.mark.parametrize("title", [*WRONG_VALUES, "", "   ", "t" * 201, "nul\x00", "\udfff"], ids=repr)
 def test_bad_titles_are_400(api, request, collab, unchanged, endpoint, title):
     response = send(api, request, collab, endpoint, {"title": title})
     assert_json_error(response, 400)
     assert response.json()["detail"].startswith("title")
 
 
-@pytest.mark.parametrize("content", [*WRONG_VALUES, ""], ids=repr)
+@pytest.mark.parametrize("content", [*WRONG_VALUES, "", "nul\x00byte", "lone \ud800 surrogate"], ids=repr)
 def test_bad_message_content_is_400(api, request, collab, unchanged, content):
     response = send(api, request, collab, "post message", {"content": content})
     assert_json_error(response, 400)
