@@ -96,7 +96,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        # Off by default: a health check is one more round trip at the start of every
+        # request and of every stream's database call; a broken connection fails one
+        # request and is then replaced (Django closes connections that raised errors).
+        conn_health_checks=env_bool("DJANGO_CONN_HEALTH_CHECKS", False),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -107,7 +110,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     # CHORUS_TEST_DB_NAME lets several test runs share one checkout without sharing a file.
     DATABASES["default"]["TEST"] = {"NAME": os.environ.get("CHORUS_TEST_DB_NAME") or str(BASE_DIR / "test_db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -221,6 +223,8 @@ CHORUS_PROGRESS_FLUSH_MS = env_float("CHORUS_PROGRESS_FLUSH_MS", 50)
 # failed once the lease is older than CHORUS_REGENERATION_LEASE_SECONDS.
 CHORUS_REGENERATION_HEARTBEAT_SECONDS = env_float("CHORUS_REGENERATION_HEARTBEAT_SECONDS", 2)
 CHORUS_REGENERATION_LEASE_SECONDS = env_float("CHORUS_REGENERATION_LEASE_SECONDS", 10)
+# A run still going after this long is failed (a provider that never ends).
+CHORUS_REGENERATION_MAX_SECONDS = env_float("CHORUS_REGENERATION_MAX_SECONDS", 600)
 # Threads (and so database connections) per process for the runs' short writes.
 CHORUS_REGENERATION_DB_THREADS = env_int("CHORUS_REGENERATION_DB_THREADS", 8)
 # Starting regenerations, per user and per session (DRF rate strings: "N/second|minute|hour").

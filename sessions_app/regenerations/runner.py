@@ -210,19 +210,34 @@ async def run_regeneration(regeneration_id: str) -> None:
     """Claim the regeneration and run it to its end. Cancellation (a cancel command, a
     lease found lost) stops it without writing: whoever cancelled it has written the
     state already; on shutdown the reaper writes it later."""
-    plan = await _db(services.regeneration_claim)(regeneration_id=regeneration_id, worker=worker_identity())
+    try:
+        plan = await _db(services.regeneration_claim)(regeneration_id=regeneration_id, worker=worker_identity())
+    except Exception:
+        logger.exception("regeneration %s could not be claimed; the reaper will fail it", regeneration_id)
+        return
     if plan is None:
         return
+    error = None
     try:
         provider = get_provider(plan.provider)
-        await _run(plan, provider)
+        # A provider that never ends would keep renewing its lease: bound the whole run.
+        async with asyncio.timeout(settings.CHORUS_REGENERATION_MAX_SECONDS):
+            await _run(plan, provider)
     except _Stopped:
         logger.info("regeneration %s stopped: no longer running", regeneration_id)
     except ProviderError as exc:
-        await _db(services.regeneration_fail)(plan=plan, error=exc.user_message)
+        error = exc.user_message
+    except TimeoutError:
+        logger.warning("regeneration %s ran out of time", regeneration_id)
+        error = services.TOO_LONG_ERROR
     except Exception:
         logger.exception("regeneration %s failed", regeneration_id)
-        await _db(services.regeneration_fail)(plan=plan, error=services.GENERIC_ERROR)
+        error = services.GENERIC_ERROR
+    if error is not None:
+        try:
+            await _db(services.regeneration_fail)(plan=plan, error=error)
+        except Exception:
+            logger.exception("regeneration %s could not be marked failed; the reaper will", regeneration_id)
 
 
 async def _run(plan: RunPlan, provider: Provider) -> None:

@@ -41,6 +41,7 @@ CANCEL_MESSAGE_TYPE = "regeneration.cancel"
 
 LOST_ERROR = "The assistant stopped unexpectedly. Please try again."
 GENERIC_ERROR = "The assistant could not finish this answer. Please try again."
+TOO_LONG_ERROR = "The assistant took too long to finish this answer. Please try again."
 
 
 class RegenerationConflict(Exception):

@@ -647,3 +647,19 @@ async def test_split_surrogates_and_nul_from_a_provider_are_made_storable(
     expected = "a😀bc\ufffdd"
     assert reassemble(frames, response.json()["messageId"]) == frames[-1].json["data"]["content"] == expected
     assert (await get_regeneration(response.json()["regenerationId"])).content == expected
+
+
+async def test_a_run_that_never_ends_is_failed_after_the_maximum_duration(
+    asgi_app, collab, alice, bob, carol, use_provider, settings
+):
+    settings.CHORUS_REGENERATION_MAX_SECONDS = 0.3
+    provider = use_provider(ScriptedProvider([f"t{i} " for i in range(100_000)], gate=slow_gate()))
+    question = await post_message(session=collab, author=alice, content="Never stop")
+    async with stream_of(asgi_app, collab, await auth(carol)) as stream:
+        await stream.next_event()
+        response = await regenerate(asgi_app, bob, collab, question)
+        frames = await events_until(stream, TERMINAL, timeout=5)
+    assert frames[-1].event == "regeneration_error"
+    assert frames[-1].json["data"]["error"] == regeneration_services.TOO_LONG_ERROR
+    assert provider.closed.is_set()
+    assert (await get_regeneration(response.json()["regenerationId"])).status == RegenerationStatus.FAILED
