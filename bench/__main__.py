@@ -37,6 +37,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--postgres", default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     )
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"))
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the server processes (repeat), e.g. DJANGO_CONN_MAX_AGE=0",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
     wanted = [n.strip() for item in args.scenario for n in item.split(",") if n.strip()]
@@ -44,6 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(names)}")
     args.wanted = wanted
+    try:
+        args.server_env = dict(item.split("=", 1) for item in args.server_env)
+    except ValueError:
+        parser.error("--server-env takes KEY=VALUE")
     return args
 
 
@@ -57,6 +68,7 @@ async def run(args: argparse.Namespace) -> int:
         connect_concurrency=args.connect_concurrency,
         postgres_url=args.postgres,
         redis_url=args.redis,
+        server_env=args.server_env,
     )
     nofile = raise_nofile_limit()  # before the servers start: they inherit it
 
@@ -67,6 +79,7 @@ async def run(args: argparse.Namespace) -> int:
         "server": args.server,
         "processes": args.processes,
         "quick": args.quick,
+        "server_env": args.server_env,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cpus": os.cpu_count(),

@@ -421,12 +421,14 @@ class Pool:
         }
 
     async def cmd_report(self) -> dict:
-        received = expected = dups = ooo = 0
+        received = expected = dups = ooo = with_loss = silent = 0
         for sub in self.subs:
             if sub.start_id is None:
                 continue  # never connected: counted as a connect failure, not as losses
             end = self.targets.get(sub.spec.session, 0)
             got, want = sub.lost(end)
+            with_loss += got < want
+            silent += got == 0 and want > 0
             received += got
             expected += want
             dups += sub.dups
@@ -438,6 +440,8 @@ class Pool:
             "expected": expected,
             "duplicated": dups,
             "out_of_order": ooo,
+            "subs_with_loss": with_loss,
+            "subs_silent": silent,
             "reconnects": sum(s.reconnects for s in self.subs),
             "ended_by_server": sum(s.ended for s in self.subs),
             "history_truncated": sum(s.history_truncated for s in self.subs),
@@ -459,7 +463,6 @@ class Pool:
         started = time.perf_counter()
 
         async def back(sub: Subscriber) -> float:
-            sub.reconnects += 1
             return await sub.connect(sub.max_id, timeout)
 
         results = await self._bounded([lambda s=s: back(s) for s in self.subs], concurrency)

@@ -95,6 +95,7 @@ class Options:
     redis_url: str = "redis://127.0.0.1:6379"
     scenario_timeout: float = 240.0
     settle: float = 1.0
+    server_env: dict[str, str] = field(default_factory=dict)  # extra environment for the servers
 
 
 class Bench:
@@ -152,7 +153,7 @@ class Bench:
             redis_url=opts.redis_url,
             server=opts.server,
             processes=opts.processes,
-            env={"CHORUS_LOG_LEVEL": "ERROR", **(env or {})},
+            env={"CHORUS_LOG_LEVEL": "ERROR", **opts.server_env, **(env or {})},
         )
         try:
             await asyncio.to_thread(cluster.start)
@@ -213,7 +214,8 @@ class Bench:
         merged: dict = {"latencies": []}
         for key in ("received", "expected", "duplicated", "out_of_order", "reconnects", "ended_by_server"):
             merged[key] = sum(r[key] for r in reports)
-        merged["history_truncated"] = sum(r["history_truncated"] for r in reports)
+        for key in ("history_truncated", "subs_with_loss", "subs_silent"):
+            merged[key] = sum(r[key] for r in reports)
         merged["not_caught_up_after_drop"] = sum(r["not_caught_up_after_drop"] for r in reports)
         merged["catch_up_times"] = [t for r in reports for t in r["catch_up_times"]]
         merged["last_rx"] = max(r["last_rx"] for r in reports)
@@ -278,8 +280,9 @@ class Bench:
         async with self.cluster() as ctx:
             session = (await ctx.api.create_session("replay"))["id"]
             started = time.perf_counter()
-            await bounded(32, [lambda i=i: ctx.api.post_message(session, stamp(), index=i) for i in range(sc.events)])
+            await asyncio.to_thread(ctx.bulk_publish, session, sc.events)
             row.notes["insert_events_per_s"] = round(sc.events / (time.perf_counter() - started), 1)
+            row.notes["insert_path"] = "manage_script: event_publish(message_created) in one transaction"
             end = await ctx.api.last_event_id(session)
             row.subscribers = sc.extra["runs"]
             row.connected = 0
@@ -436,6 +439,22 @@ class Context:
             out.append(Spec(host, port, session, token))
         return out
 
+    def bulk_publish(self, session: str, count: int) -> None:
+        """Store `count` message_created events fast, through `realtime.publish.event_publish`
+        (one transaction, so one commit; the broadcasts go out after it, to no subscriber)."""
+        self.cluster.manage_script(
+            "import time, uuid\n"
+            "from django.db import transaction\n"
+            "from realtime import events\n"
+            "from realtime.publish import event_publish\n"
+            "with transaction.atomic():\n"
+            f"    for i in range({count}):\n"
+            "        payload = events.message_created(message_id=str(uuid.uuid4()), role='user',\n"
+            "                                         author='bench-owner', content=f'bench@{time.time():.6f}')\n"
+            f"        event_publish(session_id={session!r}, payload=payload)\n",
+            timeout=180,
+        )
+
     async def new_session_with_viewers(self, title: str) -> str:
         session = (await self.api.create_session(title))["id"]
         for i in range(VIEWERS):
@@ -502,6 +521,13 @@ class Context:
         row.notes["client_cpu_pct_per_process"] = round(
             (after.client_cpu - before.client_cpu) / wall * 100 / max(1, len(bench.workers)), 1
         )
-        for key in ("reconnects", "ended_by_server", "history_truncated", "not_caught_up_after_drop"):
+        for key in (
+            "reconnects",
+            "ended_by_server",
+            "history_truncated",
+            "not_caught_up_after_drop",
+            "subs_with_loss",
+            "subs_silent",
+        ):
             if merged[key]:
                 row.notes[key] = merged[key]

@@ -164,14 +164,14 @@ class Cluster:
     def log_text(self, index: int) -> str:
         return self.logs[index].read_text(errors="replace")
 
-    def manage_script(self, code: str) -> str:
+    def manage_script(self, code: str, timeout: float = 60) -> str:
         """Run Python with Django set up against the cluster's database; returns stdout."""
         prelude = (
             "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup()\n"
         )
         result = subprocess.run(
             [sys.executable, "-c", prelude + code],
-            cwd=ROOT, env=self.process_env(), capture_output=True, text=True, timeout=60, check=True,
+            cwd=ROOT, env=self.process_env(), capture_output=True, text=True, timeout=timeout, check=True,
         )  # fmt: skip
         return result.stdout
 
