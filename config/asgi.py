@@ -9,18 +9,18 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from realtime.lifespan import lifespan_app  # noqa: E402
+from realtime.middleware import SessionCookieAuth  # noqa: E402
 from realtime.stream import SessionStream  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": URLRouter(
             [
-                path("sse/sessions/<uuid:session_id>/", AuthMiddlewareStack(SessionStream.as_asgi())),
+                path("sse/sessions/<uuid:session_id>/", SessionCookieAuth(SessionStream.as_asgi())),
                 re_path(r"", django_asgi_app),
             ]
         ),

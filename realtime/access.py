@@ -1,7 +1,7 @@
 """Who may open a stream: authentication of the request, then the configured access rule.
 
 realtime does not know what a session member is; settings.CHORUS_STREAM_ACCESS_RULE names
-a function `(*, user, session_id) -> bool` supplied by the app that owns sessions.
+a function `(*, user_id, is_staff, session_id) -> bool` supplied by the app that owns sessions.
 """
 
 from __future__ import annotations
@@ -52,32 +52,48 @@ def _access_rule():
     return import_string(settings.CHORUS_STREAM_ACCESS_RULE)
 
 
-def authenticate(*, credentials: Credentials, session_id: UUID):
+@dataclass(frozen=True, slots=True)
+class StreamUser:
+    pk: int
+    username: str
+    is_staff: bool
+
+
+_USER_FIELDS = ("pk", "username", "is_staff")
+
+
+def authenticate(*, credentials: Credentials, session_id: UUID) -> StreamUser:
+    """One query at most (none for a bad ticket). Reads only the columns a stream needs:
+    opening streams is the hot path of a reconnect storm."""
     User = get_user_model()
+    row = None
     if credentials.user_id:
-        user = User.objects.filter(pk=credentials.user_id, is_active=True).first()
+        row = User.objects.filter(pk=credentials.user_id, is_active=True).values_list(*_USER_FIELDS).first()
     elif credentials.token:
-        token = Token.objects.select_related("user").filter(key=credentials.token).first()
-        user = token.user if token and token.user.is_active else None
+        row = (
+            Token.objects.filter(key=credentials.token, user__is_active=True)
+            .values_list("user_id", "user__username", "user__is_staff")
+            .first()
+        )
     else:
         try:
             user_id = ticket_verify(ticket=credentials.ticket or "", session_id=session_id)
         except TicketInvalid as exc:
             raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from exc
-        user = User.objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
+        row = User.objects.filter(pk=user_id, is_active=True).values_list(*_USER_FIELDS).first()
+    if row is None:
         raise StreamRefused(401, "Invalid credentials.")
-    return user
+    return StreamUser(*row)
 
 
 def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None, page_size: int) -> StreamStart:
     """Authenticate, authorize and read the session's log position (and, when resuming,
     the first page of replay) in one database round trip. Raises StreamRefused."""
     user = authenticate(credentials=credentials, session_id=session_id)
-    if not _access_rule()(user=user, session_id=session_id):
+    if not _access_rule()(user_id=user.pk, is_staff=user.is_staff, session_id=session_id):
         raise StreamRefused(404, "Not found.")
     try:
-        position = log_position(session_id=session_id)
+        position = log_position(session_id=session_id, with_oldest=after is not None)
     except LookupError as exc:
         raise StreamRefused(404, "Not found.") from exc
     rows: list[tuple[int, str, str]] = []
@@ -87,7 +103,7 @@ def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None
             rows = replay_rows(session_id=session_id, after=after, limit=page_size)
     return StreamStart(
         user_id=user.pk,
-        username=user.get_username(),
+        username=user.username,
         newest=position.newest,
         oldest=position.oldest,
         after=after,

@@ -19,12 +19,15 @@ class LogPosition:
     oldest: int  # the oldest id still stored (newest + 1 when nothing is stored)
 
 
-def log_position(*, session_id: UUID | str) -> LogPosition:
-    """Raises LookupError if the session does not exist."""
+def log_position(*, session_id: UUID | str, with_oldest: bool = True) -> LogPosition:
+    """Raises LookupError if the session does not exist. Without `with_oldest` (a stream
+    that does not resume) `oldest` is not read and reported as 1."""
     model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     newest = model.objects.filter(pk=session_id).values_list("last_event_id", flat=True).first()
     if newest is None:
         raise LookupError(f"session {session_id} does not exist")
+    if not with_oldest:
+        return LogPosition(newest=newest, oldest=1)
     oldest = Event.objects.filter(session_id=session_id).aggregate(m=Min("seq"))["m"]
     return LogPosition(newest=newest, oldest=oldest if oldest is not None else newest + 1)
 
