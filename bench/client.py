@@ -222,10 +222,8 @@ _background: set[asyncio.Task] = set()
 def _published_at(buf: bytes, start: int, end: int) -> float | None:
     mark = buf.find(MARKER, start, end)
     if mark >= 0:
-        stop = mark + 6
-        while stop < end and buf[stop] in b"0123456789.":
-            stop += 1
-        return float(buf[mark + 6 : stop])
+        # The marker is the whole message content, so the JSON string's quote ends it.
+        return float(buf[mark + 6 : buf.find(b'"', mark, end)])
     mark = buf.find(_TIMESTAMP_KEY, start, end)
     if mark >= 0:
         mark += len(_TIMESTAMP_KEY)
@@ -305,6 +303,16 @@ class StreamProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _dechunk(self, data: bytes) -> bytes:
+        if not self.chunks and not self.chunk_left:
+            # Fast path, the usual read: exactly one whole chunk (one write of the server).
+            nl = data.find(b"\r\n")
+            if nl > 0:
+                try:
+                    length = int(data[:nl], 16)
+                except ValueError:
+                    length = -1
+                if length > 0 and len(data) == nl + 2 + length + 2 and data.endswith(b"\r\n"):
+                    return data[nl + 2 : nl + 2 + length]
         buf = self.chunks
         buf += data
         pos = 0
