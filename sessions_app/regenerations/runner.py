@@ -9,8 +9,10 @@ Design
   from). Without a server loop (a sync test client, a shell) a private loop in a daemon
   thread runs it instead.
 - **The loop is never blocked**: every database step is one short call through
-  `database_sync_to_async` (in the thread pool, so many runs proceed at once), and the
-  provider is read by a separate *pump* task.
+  `database_sync_to_async`, in the worker's own pool of CHORUS_REGENERATION_DB_THREADS
+  threads (so many runs proceed at once, with a bounded number of connections), and the
+  provider is read by a separate *pump* task. A run lasts at most
+  CHORUS_REGENERATION_MAX_SECONDS.
 - **Coalescing**: the pump appends chunks to a buffer; the run flushes the buffer as one
   `regeneration_progress` as soon as the previous flush is CHORUS_PROGRESS_FLUSH_MS old
   (the first chunk goes out at once). `offset` is the length in code points of what was

@@ -370,7 +370,6 @@ async def test_a_killed_runner_is_failed_by_the_reaper_of_a_live_worker(
 
 
 async def test_reaper_fails_only_expired_leases_and_only_once(asgi_app, collab, alice, bob, monkeypatch):
-    monkeypatch.setattr(regeneration_services, "regeneration_launch", lambda regeneration_id: None, raising=False)
     monkeypatch.setattr(runner, "regeneration_launch", lambda regeneration_id: None)
     first = await post_message(session=collab, author=alice, content="one")
     second = await post_message(session=collab, author=alice, content="two")
