@@ -285,14 +285,61 @@ async def test_cancel_stops_the_provider_and_nothing_follows_the_cancelled_event
     assert regeneration.content == "".join(f"t{i} " for i in range(provider.yielded))[: len(regeneration.content)]
 
 
-async def test_cancel_is_noticed_through_the_lease_when_the_command_is_lost(
-    asgi_app, collab, alice, bob, use_provider, monkeypatch, settings
+async def test_the_cancel_command_stops_a_silent_provider_at_once(
+    asgi_app, collab, alice, bob, carol, use_provider, settings
 ):
+    """No write would notice the cancel (the provider is silent) and the lease renewal
+    is far away: the control message through the hub is what stops the run."""
+    settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS = 30
+    silent = asyncio.Event()
+    calls = 0
+
+    async def gate():
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await silent.wait()
+
+    provider = use_provider(ScriptedProvider(["first ", "never"], gate=gate))
+    question = await post_message(session=collab, author=alice, content="Go on")
+    async with stream_of(asgi_app, collab, await auth(carol)) as stream:
+        await stream.next_event()
+        response = await regenerate(asgi_app, bob, collab, question)
+        await events_until(stream, {"regeneration_progress"})
+        regeneration_id = response.json()["regenerationId"]
+        task = runner.current_worker().tasks[regeneration_id]
+        cancelled_at = time.monotonic()
+        cancel = await call(asgi_app, "POST", f"/api/v1/regenerations/{regeneration_id}/cancel/", bob)
+        assert cancel.status_code == 202
+        await asyncio.wait_for(provider.closed.wait(), 1.0)
+        await finished(task, 1.0)
+        assert time.monotonic() - cancelled_at < 1.0
+        frames = await events_until(stream, {"regeneration_cancelled"})
+    assert [f.event for f in frames] == ["regeneration_cancelled"]
+
+
+async def test_cancel_is_noticed_through_the_lease_when_the_command_is_lost(
+    asgi_app, collab, alice, bob, carol, use_provider, monkeypatch, settings
+):
+    """A provider that went silent writes nothing, so only the cancel command or the
+    lease renewal (which reads the status) can stop it; here the command is lost."""
     settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS = 0.05
     monkeypatch.setattr(regeneration_services, "send_cancel_command", lambda regeneration_id: None)
-    provider = use_provider(ScriptedProvider([f"t{i} " for i in range(10_000)], gate=slow_gate()))
+    silent = asyncio.Event()  # never set: after the first chunk the provider hangs
+    calls = 0
+
+    async def gate():
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await silent.wait()
+
+    provider = use_provider(ScriptedProvider(["first ", "never"], gate=gate))
     question = await post_message(session=collab, author=alice, content="Go on")
-    response = await regenerate(asgi_app, bob, collab, question)
+    async with stream_of(asgi_app, collab, await auth(carol)) as stream:
+        await stream.next_event()
+        response = await regenerate(asgi_app, bob, collab, question)
+        await events_until(stream, {"regeneration_progress"})
     regeneration_id = response.json()["regenerationId"]
     task = runner.current_worker().tasks[regeneration_id]
     assert (await call(asgi_app, "POST", f"/api/v1/regenerations/{regeneration_id}/cancel/", bob)).status_code == 202
