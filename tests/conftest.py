@@ -47,6 +47,8 @@ def pytest_configure(config) -> None:
     # database_sync_to_async threads would otherwise keep connections open past the test
     # run, and PostgreSQL refuses to drop a test database that is still in use.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The default PBKDF2 hasher costs ~0.3 s per user created; tests create hundreds.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ from realtime.models import Event
 from realtime.publish import broadcast_message, event_publish
 from sessions_app import services
 from sessions_app.models import CollabSession, Message
-from tests.support.fast_hashing import fast_password_hashing  # noqa: F401 (an autouse fixture)
 
 
 def seqs(session) -> list[int]:

@@ -15,7 +15,6 @@ from django.test import Client
 from sessions_app import services
 from tests.conftest import token_for
 from tests.support.asgi import ASGIStream
-from tests.support.fast_hashing import fast_password_hashing  # noqa: F401 (an autouse fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,6 @@ from asgiref.sync import sync_to_async
 
 from tests.conftest import token_for
 from tests.support.asgi import ASGIStream
-from tests.support.fast_hashing import fast_password_hashing  # noqa: F401 (an autouse fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
