@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from realtime import metrics, sse
-from realtime.publish import BROADCAST_MESSAGE_TYPE, session_group
+from realtime.publish import BROADCAST_MESSAGE_TYPE, SESSION_CLOSED_MESSAGE_TYPE, session_group
 from realtime.replay import newest_event_ids, replay_rows
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,9 @@ class Hub:
         kind = message.get("type")
         if kind == BROADCAST_MESSAGE_TYPE:
             self._deliver(message)
+        elif kind == SESSION_CLOSED_MESSAGE_TYPE:
+            for stream in tuple(self._streams.get(message["session"], ())):
+                stream.revoke()
         elif kind in self._handlers:
             self._handlers[kind](message)
         elif kind == "hub.ping":

@@ -91,6 +91,17 @@ def broadcast_message(event: Event) -> dict:
     }
 
 
+SESSION_CLOSED_MESSAGE_TYPE = "session.closed"
+
+
+def session_close_streams(*, session_id: UUID | str) -> None:
+    """After commit, end every open stream of the session in every process (each gets
+    `access_revoked`): for a session that is being deleted."""
+    message = {"type": SESSION_CLOSED_MESSAGE_TYPE, "session": str(UUID(str(session_id)))}
+    group = session_group(session_id)
+    transaction.on_commit(lambda: control_send(group, message))
+
+
 def control_send(group: str, message: dict) -> None:
     """Send a control message (not a session event) to every process that joined `group`
     through `Hub.join_process_group`. Call from sync code, typically in on_commit."""

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from realtime import events
-from realtime.publish import event_publish
+from realtime.publish import event_publish, session_close_streams
 from sessions_app.models import CollabSession, Membership, Message, MessageRole, Role
 
 
@@ -47,6 +47,8 @@ def session_update(*, session: CollabSession, title: str) -> CollabSession:
 
 @transaction.atomic
 def session_delete(*, session: CollabSession) -> None:
+    """Deletes the session with its log; its open streams end with `access_revoked`."""
+    session_close_streams(session_id=session.pk)
     session.delete()
 
 

@@ -294,3 +294,12 @@ async def test_sweeper_leaves_a_stream_that_is_still_opening_alone(asgi_app, col
             assert current_hub().stream_count() == 1
     finally:
         stream_module.stream_open = real_open
+
+
+async def test_deleting_the_session_ends_its_streams_with_access_revoked(asgi_app, collab, alice, bob):
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(bob)) as s:
+        await s.next_event()
+        await sync_to_async(services.session_delete)(session=collab)
+        revoked = await s.next_event()
+        assert revoked.event == "access_revoked"
+        assert await s.next_event() is None  # and the stream ends
