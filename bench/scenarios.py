@@ -441,17 +441,24 @@ class Context:
 
     def bulk_publish(self, session: str, count: int) -> None:
         """Store `count` message_created events fast, through `realtime.publish.event_publish`
-        (one transaction, so one commit; the broadcasts go out after it, to no subscriber)."""
+        in one transaction. It runs in a sync_to_async thread under one event loop, as in a
+        server, so the broadcasts after commit share one channel-layer connection (plain
+        sync code would get a new event loop, and a new Redis connection, per broadcast)."""
         self.cluster.manage_script(
             "import time, uuid\n"
+            "from asgiref.sync import async_to_sync, sync_to_async\n"
             "from django.db import transaction\n"
             "from realtime import events\n"
             "from realtime.publish import event_publish\n"
-            "with transaction.atomic():\n"
-            f"    for i in range({count}):\n"
-            "        payload = events.message_created(message_id=str(uuid.uuid4()), role='user',\n"
-            "                                         author='bench-owner', content=f'bench@{time.time():.6f}')\n"
-            f"        event_publish(session_id={session!r}, payload=payload)\n",
+            "def bulk():\n"
+            "    with transaction.atomic():\n"
+            f"        for i in range({count}):\n"
+            "            payload = events.message_created(message_id=str(uuid.uuid4()), role='user',\n"
+            "                                             author='bench-owner', content=f'bench@{time.time():.6f}')\n"
+            f"            event_publish(session_id={session!r}, payload=payload)\n"
+            "async def main():\n"
+            "    await sync_to_async(bulk)()\n"
+            "async_to_sync(main)()\n",
             timeout=180,
         )
 
