@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
+from array import array
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -146,7 +149,9 @@ class Bench:
 
     # --- cluster and subscribers --------------------------------------------------
     @contextlib.asynccontextmanager
-    async def cluster(self, env: dict[str, str] | None = None) -> AsyncIterator[Context]:
+    async def cluster(self, row: Row, env: dict[str, str] | None = None) -> AsyncIterator[Context]:
+        """A fresh cluster for one scenario; on the way out, the servers' logged errors
+        are summarised into `row.notes` (they explain failed requests and losses)."""
         opts = self.options
         cluster = Cluster(
             postgres_url=opts.postgres_url,
@@ -165,7 +170,14 @@ class Bench:
             finally:
                 await api.aclose()
         finally:
+            # Subscribers hang up first, so the servers do not wait out their graceful
+            # shutdown on open streams.
+            with contextlib.suppress(Exception):
+                await self._broadcast("close_all", rpc_timeout=30)
             await asyncio.to_thread(cluster.stop)
+            errors = server_log_errors(cluster)
+            if errors:
+                row.notes["server_log_errors"] = errors
 
     async def _broadcast(self, command: str, rpc_timeout: float = 60.0, **kwargs) -> list:
         return await asyncio.gather(*(w.call(command, rpc_timeout=rpc_timeout, **kwargs) for w in self.workers))
@@ -192,7 +204,7 @@ class Bench:
             "connect_ms": percentiles([t * 1000 for t in times]),
         }
 
-    async def wait_caught_up(self, expected_subs: int, timeout: float = 30.0, stall: float = 10.0) -> bool:  # noqa: ASYNC109
+    async def wait_caught_up(self, expected_subs: int, timeout: float = 30.0, stall: float = 5.0) -> bool:  # noqa: ASYNC109
         """Poll until every subscriber holds every id up to its session's target, the
         deliveries stop moving for `stall` seconds, or `timeout`."""
         deadline = time.monotonic() + timeout
@@ -219,8 +231,6 @@ class Bench:
         merged["not_caught_up_after_drop"] = sum(r["not_caught_up_after_drop"] for r in reports)
         merged["catch_up_times"] = [t for r in reports for t in r["catch_up_times"]]
         merged["last_rx"] = max(r["last_rx"] for r in reports)
-        from array import array
-
         for r in reports:
             part = array("d")
             part.frombytes(r["latencies"])
@@ -232,7 +242,7 @@ class Bench:
 
     # --- scenarios ----------------------------------------------------------------
     async def _fanout(self, sc: Scenario, row: Row) -> None:
-        async with self.cluster() as ctx:
+        async with self.cluster(row) as ctx:
             session = await ctx.new_session_with_viewers("fanout")
             await ctx.warm_up([session])
             rss_before = ctx.server_rss()
@@ -243,7 +253,7 @@ class Bench:
             await ctx.publish_and_measure(row, [session], sc.events, sc.rate)
 
     async def _sessions(self, sc: Scenario, row: Row) -> None:
-        async with self.cluster() as ctx:
+        async with self.cluster(row) as ctx:
             titles = [f"many-{i}" for i in range(sc.sessions)]
             created = await bounded(
                 16, [lambda t=t, i=i: ctx.api.create_session(t, index=i) for i, t in enumerate(titles)]
@@ -259,7 +269,7 @@ class Bench:
             await ctx.publish_and_measure(row, sessions, sc.events, sc.rate, per_event=True)
 
     async def _idle(self, sc: Scenario, row: Row) -> None:
-        async with self.cluster() as ctx:
+        async with self.cluster(row) as ctx:
             session = await ctx.new_session_with_viewers("idle")
             await ctx.warm_up([session])
             rss_before = ctx.server_rss()
@@ -277,7 +287,7 @@ class Bench:
             row.notes["still_open"] = sum(p["connected"] for p in progress)
 
     async def _replay(self, sc: Scenario, row: Row) -> None:
-        async with self.cluster() as ctx:
+        async with self.cluster(row) as ctx:
             session = (await ctx.api.create_session("replay"))["id"]
             started = time.perf_counter()
             await asyncio.to_thread(ctx.bulk_publish, session, sc.events)
@@ -308,7 +318,7 @@ class Bench:
             row.cpu_ms_per_1k = round(cpu_ms / max(1, row.received) * 1000, 1)
 
     async def _storm(self, sc: Scenario, row: Row) -> None:
-        async with self.cluster() as ctx:
+        async with self.cluster(row) as ctx:
             session = await ctx.new_session_with_viewers("storm")
             await ctx.warm_up([session])
             rss_before = ctx.server_rss()
@@ -330,7 +340,7 @@ class Bench:
             published = await publishing
             end = await ctx.api.last_event_id(session)
             await self._broadcast("set_targets", targets={session: end})
-            await self.wait_caught_up(opened["opened"])
+            row.notes["all_caught_up"] = await self.wait_caught_up(opened["opened"])
             await ctx.finish(row, published, before)
             caught = row.extra.pop("catch_up_times", [])
             if caught:
@@ -344,7 +354,7 @@ class Bench:
             "CHORUS_REGENERATION_RATE_USER": "100000/minute",
             "CHORUS_REGENERATION_RATE_SESSION": "100000/minute",
         }
-        async with self.cluster(env) as ctx:
+        async with self.cluster(row, env) as ctx:
             session = await ctx.new_session_with_viewers("tokens")
             messages = []
             for i in range(sc.extra["regenerations"]):
@@ -377,7 +387,7 @@ class Bench:
             finished = time.time()
             end = await ctx.api.last_event_id(session)
             await self._broadcast("set_targets", targets={session: end})
-            await self.wait_caught_up(opened["opened"])
+            row.notes["all_caught_up"] = await self.wait_caught_up(opened["opened"])
             await ctx.finish(row, Published(started), before)
             row.notes["events_published"] = end - start_id
             row.notes["event_rate_per_s"] = round((end - start_id) / max(1e-9, finished - started), 1)
@@ -401,6 +411,24 @@ class Published:
 
     def summary(self) -> dict:
         return self.info
+
+
+_LOG_NOISE = re.compile(r"^\d{4}-\d\d-\d\d \S+ |\b[0-9a-f]{8}-[0-9a-f-]{27}\b|\[\d+\]|\d+")
+
+
+def server_log_errors(cluster: Cluster, limit: int = 5) -> dict[str, int]:
+    """The most frequent ERROR/CRITICAL/exception lines of the servers' logs, normalised
+    (timestamps, ids and numbers blanked), with their counts."""
+    found: Counter[str] = Counter()
+    for index in range(len(cluster.logs)):
+        try:
+            text = cluster.log_text(index)
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if "ERROR" in line or "CRITICAL" in line or line.startswith(("psycopg.", "django.db.")):
+                found[_LOG_NOISE.sub("#", line.strip())[:200]] += 1
+    return dict(found.most_common(limit))
 
 
 class Context:
@@ -499,7 +527,7 @@ class Context:
         published = await paced_publish(self.api, sessions, events, rate)
         ends = await bounded(16, [lambda s=s, i=i: self.api.last_event_id(s, index=i) for i, s in enumerate(sessions)])
         await bench._broadcast("set_targets", targets=dict(zip(sessions, ends, strict=True)))
-        await bench.wait_caught_up(row.connected)
+        row.notes["all_caught_up"] = await bench.wait_caught_up(row.connected)
         await self.finish(row, published, before)
         if per_event:
             row.notes["server_cpu_ms_per_event"] = round(row.extra["server_cpu_ms"] / max(1, published.ok), 3)
