@@ -83,9 +83,24 @@ def _cells(row: Row) -> list[str]:
     extra = []
     if row.key_time:
         extra.append(row.key_time)
-    for key in ("server_cpu_ms_per_event", "idle_server_cpu_ms_per_s", "reconnects", "connect_failed"):
+    for key in (
+        "server_cpu_ms_per_event",
+        "idle_server_cpu_ms_per_s",
+        "event_rate_per_s",
+        "reconnects",
+        "connect_failed",
+        "subs_silent",
+        "not_caught_up_after_drop",
+    ):
         if key in row.notes:
             extra.append(f"{key}={row.notes[key]}")
+    publish = row.notes.get("publish") or {}
+    if publish.get("errors"):
+        extra.append(f"publish_errors={publish['errors']}/{publish['requested']}")
+    if publish and publish.get("requested") and publish.get("achieved_rate") is not None:
+        extra.append(f"published {publish['achieved_rate']}/s")
+    if row.notes.get("server_log_errors"):
+        extra.append(f"server_errors={sum(row.notes['server_log_errors'].values())}")
     if row.error:
         extra.append(f"ERROR {row.error[:120]}")
     delivered = f"{row.received}/{row.expected}" if row.expected else "-"

@@ -67,7 +67,7 @@ DEFAULT = [
         "tokens-1000",
         "tokens",
         subs=1000,
-        extra={"regenerations": 24, "parallel": 3, "token_delay_ms": 5},
+        extra={"regenerations": 20, "parallel": 2, "token_delay_ms": 5},
     ),
 ]
 
