@@ -84,6 +84,8 @@ def _cells(row: Row) -> list[str]:
     if row.key_time:
         extra.append(row.key_time)
     for key in (
+        "delivery_only_cpu_ms_per_1k",
+        "publish_cpu_ms_per_event_alone",
         "server_cpu_ms_per_event",
         "idle_server_cpu_ms_per_s",
         "event_rate_per_s",

@@ -245,12 +245,14 @@ class Bench:
         async with self.cluster(row) as ctx:
             session = await ctx.new_session_with_viewers("fanout")
             await ctx.warm_up([session])
+            publish_cost = await ctx.publish_cost(session, min(40, sc.events), sc.rate)
             rss_before = ctx.server_rss()
             opened = await self.open(ctx.specs([session] * sc.subs, viewers=True))
             ctx.note_open(row, sc.subs, opened)
             await asyncio.sleep(self.options.settle)
             row.kb_per_stream = ctx.kb_per_stream(rss_before, opened["opened"])
             await ctx.publish_and_measure(row, [session], sc.events, sc.rate)
+            ctx.split_cpu(row, publish_cost)
 
     async def _sessions(self, sc: Scenario, row: Row) -> None:
         async with self.cluster(row) as ctx:
@@ -517,6 +519,22 @@ class Context:
             row.notes["connect_failed"] = opened["failed"]
             row.notes["connect_errors"] = opened["errors"]
         row.key_time = f"connect {opened['seconds']:.2f} s"
+
+    async def publish_cost(self, session: str, events: int, rate: float) -> float:
+        """Server CPU ms per event published with nobody subscribed: the REST publish
+        path alone (auth, transaction, insert, broadcast to Redis)."""
+        before = self.server_cpu()
+        published = await paced_publish(self.api, [session], events, rate)
+        await asyncio.sleep(0.2)
+        return (self.server_cpu() - before) * 1000 / max(1, published.ok)
+
+    def split_cpu(self, row: Row, publish_ms_per_event: float) -> None:
+        """Server CPU per 1,000 deliveries, minus what publishing itself costs."""
+        published = (row.notes.get("publish") or {}).get("ok", 0)
+        row.notes["publish_cpu_ms_per_event_alone"] = round(publish_ms_per_event, 2)
+        if row.received:
+            rest = row.extra["server_cpu_ms"] - published * publish_ms_per_event
+            row.notes["delivery_only_cpu_ms_per_1k"] = round(max(0.0, rest) / row.received * 1000, 1)
 
     async def publish_and_measure(
         self, row: Row, sessions: Sequence[str], events: int, rate: float, per_event: bool = False
