@@ -71,6 +71,8 @@ async def run(args: argparse.Namespace) -> int:
         server_env=args.server_env,
     )
     nofile = raise_nofile_limit()  # before the servers start: they inherit it
+    # The servers get their own key from the Cluster; this one quiets the migrate step.
+    os.environ.setdefault("DJANGO_SECRET_KEY", "chorus-bench-only")
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -23,7 +23,6 @@ import contextlib
 import datetime as dt
 import json
 import multiprocessing
-import os
 import resource
 import time
 import traceback
@@ -578,7 +577,3 @@ class WorkerHandle:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(5)
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

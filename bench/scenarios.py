@@ -196,6 +196,8 @@ class Bench:
             )
         )
         times = [t for r in results for t in r["times"]]
+        failed = sum(r["failed"] for r in results)
+        self.log(f"   {len(specs) - failed}/{len(specs)} streams open in {time.perf_counter() - started:.2f} s")
         return {
             "opened": sum(r["opened"] for r in results),
             "failed": sum(r["failed"] for r in results),
@@ -246,11 +248,7 @@ class Bench:
             session = await ctx.new_session_with_viewers("fanout")
             await ctx.warm_up([session])
             publish_cost = await ctx.publish_cost(session, min(40, sc.events), sc.rate)
-            rss_before = ctx.server_rss()
-            opened = await self.open(ctx.specs([session] * sc.subs, viewers=True))
-            ctx.note_open(row, sc.subs, opened)
-            await asyncio.sleep(self.options.settle)
-            row.kb_per_stream = ctx.kb_per_stream(rss_before, opened["opened"])
+            await ctx.open_subscribers(row, sc.subs, ctx.specs([session] * sc.subs, viewers=True))
             await ctx.publish_and_measure(row, [session], sc.events, sc.rate)
             ctx.split_cpu(row, publish_cost)
 
@@ -262,23 +260,17 @@ class Bench:
             )
             sessions = [s["id"] for s in created]
             await ctx.warm_up(sessions[:1])
-            rss_before = ctx.server_rss()
             per = sc.subs // sc.sessions
-            opened = await self.open(ctx.specs([s for s in sessions for _ in range(per)], viewers=False))
-            ctx.note_open(row, sc.subs, opened)
-            await asyncio.sleep(self.options.settle)
-            row.kb_per_stream = ctx.kb_per_stream(rss_before, opened["opened"])
+            await ctx.open_subscribers(
+                row, sc.subs, ctx.specs([s for s in sessions for _ in range(per)], viewers=False)
+            )
             await ctx.publish_and_measure(row, sessions, sc.events, sc.rate, per_event=True)
 
     async def _idle(self, sc: Scenario, row: Row) -> None:
         async with self.cluster(row) as ctx:
             session = await ctx.new_session_with_viewers("idle")
             await ctx.warm_up([session])
-            rss_before = ctx.server_rss()
-            opened = await self.open(ctx.specs([session] * sc.subs, viewers=True))
-            ctx.note_open(row, sc.subs, opened)
-            await asyncio.sleep(self.options.settle)
-            row.kb_per_stream = ctx.kb_per_stream(rss_before, opened["opened"])
+            await ctx.open_subscribers(row, sc.subs, ctx.specs([session] * sc.subs, viewers=True))
             cpu_before, started = ctx.server_cpu(), time.monotonic()
             await asyncio.sleep(sc.extra["seconds"])
             row.notes["idle_server_cpu_ms_per_s"] = round(
@@ -323,11 +315,7 @@ class Bench:
         async with self.cluster(row) as ctx:
             session = await ctx.new_session_with_viewers("storm")
             await ctx.warm_up([session])
-            rss_before = ctx.server_rss()
-            opened = await self.open(ctx.specs([session] * sc.subs, viewers=True))
-            ctx.note_open(row, sc.subs, opened)
-            await asyncio.sleep(self.options.settle)
-            row.kb_per_stream = ctx.kb_per_stream(rss_before, opened["opened"])
+            opened = await ctx.open_subscribers(row, sc.subs, ctx.specs([session] * sc.subs, viewers=True))
             await self._broadcast("reset_latencies")
             count = int(sc.rate * sc.extra["seconds"])
             before = ctx.snapshot()
@@ -363,11 +351,7 @@ class Bench:
                 body = await ctx.api.post_message(session, f"Question {i}: how should we plan the rollout?", index=i)
                 messages.append(body["id"])
             await ctx.warm_up([session])
-            rss_before = ctx.server_rss()
-            opened = await self.open(ctx.specs([session] * sc.subs, viewers=True))
-            ctx.note_open(row, sc.subs, opened)
-            await asyncio.sleep(self.options.settle)
-            row.kb_per_stream = ctx.kb_per_stream(rss_before, opened["opened"])
+            opened = await ctx.open_subscribers(row, sc.subs, ctx.specs([session] * sc.subs, viewers=True))
             await self._broadcast("reset_latencies")
             start_id = await ctx.api.last_event_id(session)
             before = ctx.snapshot()
@@ -510,6 +494,19 @@ class Context:
         await bench._broadcast("close_all")
         await asyncio.sleep(0.5)
 
+    async def open_subscribers(self, row: Row, wanted: int, specs: Sequence[Spec]) -> dict:
+        """Open `specs`, then record connect times, the server CPU per stream opened and,
+        after a settling second, the server memory per open stream."""
+        rss_before, cpu_before = self.server_rss(), self.server_cpu()
+        opened = await self.bench.open(specs)
+        cpu_ms = (self.server_cpu() - cpu_before) * 1000
+        self.note_open(row, wanted, opened)
+        if opened["opened"]:
+            row.notes["server_cpu_ms_per_stream_open"] = round(cpu_ms / opened["opened"], 2)
+        await asyncio.sleep(self.bench.options.settle)
+        row.kb_per_stream = self.kb_per_stream(rss_before, opened["opened"])
+        return opened
+
     def note_open(self, row: Row, wanted: int, opened: dict) -> None:
         row.subscribers = wanted
         row.connected = opened["opened"]
@@ -543,6 +540,7 @@ class Context:
         await bench._broadcast("reset_latencies")
         before = self.snapshot()
         published = await paced_publish(self.api, sessions, events, rate)
+        bench.log(f"   published {published.ok}/{events} at {published.summary()['achieved_rate']}/s")
         ends = await bounded(16, [lambda s=s, i=i: self.api.last_event_id(s, index=i) for i, s in enumerate(sessions)])
         await bench._broadcast("set_targets", targets=dict(zip(sessions, ends, strict=True)))
         row.notes["all_caught_up"] = await bench.wait_caught_up(row.connected)
