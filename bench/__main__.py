@@ -7,13 +7,26 @@ import argparse
 import asyncio
 import os
 import platform
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench import procstats
 from bench.client import raise_nofile_limit
 from bench.report import table, write_json
 from bench.scenarios import DEFAULT, QUICK, Bench, Options
+
+
+def git_state() -> dict:
+    """The commit measured, and the files changed on top of it (others edit the tree)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        status = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=root, capture_output=True, text=True)
+    except OSError:
+        return {}
+    return {"commit": head.stdout.strip(), "modified": [line[3:] for line in status.stdout.splitlines()]}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -82,6 +95,7 @@ async def run(args: argparse.Namespace) -> int:
         "processes": args.processes,
         "quick": args.quick,
         "server_env": args.server_env,
+        "git": git_state(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cpus": os.cpu_count(),
@@ -108,7 +122,12 @@ async def run(args: argparse.Namespace) -> int:
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     meta["loadavg_at_end"] = procstats.loadavg()
     path = write_json(rows, meta)
-    print(f"\nChorus bench: {args.server} x{args.processes}, {os.cpu_count()} cpus, quick={args.quick}")
+    git = meta["git"]
+    print(
+        f"\nChorus bench: {args.server} x{args.processes}, {os.cpu_count()} cpus, quick={args.quick}, "
+        f"commit {git.get('commit', '?')}{' + local changes' if git.get('modified') else ''}, "
+        f"load {meta['machine']['loadavg_at_start']} -> {meta['loadavg_at_end']}"
+    )
     print(table(rows))
     for row in rows:
         print(f"  {row.scenario}: {row.description}; client processes: {row.notes.get('client_processes')}")
