@@ -112,6 +112,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # CHORUS_TEST_DB_NAME lets several test runs share one checkout without sharing a file.
     DATABASES["default"]["TEST"] = {"NAME": os.environ.get("CHORUS_TEST_DB_NAME") or str(BASE_DIR / "test_db.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI every request runs its sync code in a thread of its own, so persistent
+    # connections are never reused (each request paid a new PostgreSQL connection). A
+    # pool (Django 5.1+, psycopg_pool) hands connections between threads instead.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("CHORUS_DB_POOL_MIN", 2),
+        "max_size": env_int("CHORUS_DB_POOL_MAX", 20),
+        "timeout": env_float("CHORUS_DB_POOL_TIMEOUT", 10),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------

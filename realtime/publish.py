@@ -53,7 +53,9 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
     if not isinstance(payload.type, EventType):
         raise ValueError(f"unknown event type {payload.type!r}")
     session_uuid = UUID(str(session_id))
-    with transaction.atomic():
+    # No savepoint: a failed publish fails the caller's whole transaction anyway, and the
+    # SAVEPOINT/RELEASE pair would be two more round trips on every event.
+    with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
             pk_field = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)._meta.pk
             cursor.execute(_next_seq_sql(), [pk_field.get_db_prep_value(session_uuid, connection)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from sessions_app.models import CollabSession, Membership, Message, Role
 
@@ -29,10 +29,17 @@ def session_get_for_user(*, session_id: UUID | str, user: AbstractBaseUser) -> t
     """The session and the user's role in it (None for staff who are not members).
     Raises SessionNotFound for non-members, so existence is never revealed."""
     session_uuid = parse_session_id(session_id)
-    session = CollabSession.objects.select_related("owner").filter(pk=session_uuid).first()
+    # One query for both: this runs at the start of every request about a session.
+    caller_role = Membership.objects.filter(session=OuterRef("pk"), user=user).values("role")[:1]
+    session = (
+        CollabSession.objects.select_related("owner")
+        .annotate(caller_role=Subquery(caller_role))
+        .filter(pk=session_uuid)
+        .first()
+    )
     if session is None:
         raise SessionNotFound(str(session_uuid))
-    role = session_role(session_id=session_uuid, user=user)
+    role = session.caller_role
     if role is None and not user.is_staff:
         raise SessionNotFound(str(session_uuid))
     return session, role

@@ -91,12 +91,16 @@ def member_remove(*, session: CollabSession, username: str) -> None:
     event_publish(session_id=session.pk, payload=events.member_left(username=username, role=role))
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # no caller recovers from its failure: skip the savepoint
 def message_create(
     *, session: CollabSession, author: AbstractBaseUser | None, content: str, role: str = MessageRole.USER
 ) -> Message:
     message = Message(session=session, author=author, content=content, role=role, created_at=timezone.now())
-    message.full_clean(exclude=["session", "author", "original_message"])  # passed in, already valid
+    # Field checks only: the relations are passed in, already valid, the pk is a fresh uuid,
+    # and the role comes from code; the unique and constraint checks cost a query each.
+    message.full_clean(
+        exclude=["session", "author", "original_message"], validate_unique=False, validate_constraints=False
+    )
     message.save()
     event_publish(
         session_id=session.pk,
