@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 
 from sessions_app.models import CollabSession, Membership, Message, Role
 
@@ -29,19 +29,22 @@ def session_get_for_user(*, session_id: UUID | str, user: AbstractBaseUser) -> t
     """The session and the user's role in it (None for staff who are not members).
     Raises SessionNotFound for non-members, so existence is never revealed."""
     session_uuid = parse_session_id(session_id)
-    # One query for both: this runs at the start of every request about a session.
-    caller_role = Membership.objects.filter(session=OuterRef("pk"), user=user).values("role")[:1]
-    session = (
-        CollabSession.objects.select_related("owner")
-        .annotate(caller_role=Subquery(caller_role))
-        .filter(pk=session_uuid)
-        .first()
+    # This runs at the start of every request about a session: members (the usual case)
+    # cost one plain join, which the ORM compiles faster than a subquery annotation.
+    membership = next(
+        iter(
+            Membership.objects.select_related("session__owner")
+            .filter(session_id=session_uuid, user=user)
+            .order_by()[:1]
+        ),
+        None,
     )
+    if membership is not None:
+        return membership.session, membership.role
+    session = CollabSession.objects.select_related("owner").filter(pk=session_uuid).first() if user.is_staff else None
     if session is None:
         raise SessionNotFound(str(session_uuid))
-    role = session.caller_role
-    if role is None and not user.is_staff:
-        raise SessionNotFound(str(session_uuid))
+    role = None
     return session, role
 
 

@@ -47,6 +47,9 @@ def pytest_configure(config) -> None:
     # database_sync_to_async threads would otherwise keep connections open past the test
     # run, and PostgreSQL refuses to drop a test database that is still in use.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Likewise a pool would keep connections open (the server processes of the
+    # cross-process tests use it; the in-process tests need not).
+    settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
     # The default PBKDF2 hasher costs ~0.3 s per user created; tests create hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

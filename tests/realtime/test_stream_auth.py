@@ -8,7 +8,7 @@ import time
 import uuid
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import Client
 
@@ -25,12 +25,12 @@ def stream_path(session_id) -> str:
     return f"/sse/sessions/{session_id}/"
 
 
-@sync_to_async
+@database_sync_to_async
 def token_header(user) -> dict:
     return {"Authorization": f"Token {token_for(user)}"}
 
 
-@sync_to_async
+@database_sync_to_async
 def cookie_header(user) -> dict:
     """Log in the way the web app does (/accounts/login/ sets the session cookie)."""
     client = Client()
@@ -39,7 +39,7 @@ def cookie_header(user) -> dict:
     return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"}
 
 
-@sync_to_async
+@database_sync_to_async
 def ticket_for(api, user, session) -> str:
     response = api(user).post(f"/api/v1/sessions/{session.pk}/stream-ticket/")
     assert response.status_code == 201, response.content
@@ -85,7 +85,7 @@ async def test_a_viewer_can_read_the_stream_and_gets_live_events(asgi_app, colla
     async with ASGIStream(asgi_app, stream_path(collab.pk), headers=await token_header(carol)) as s:
         assert s.status == 200
         await s.next_event()
-        await sync_to_async(services.message_create)(session=collab, author=bob, content="for the viewer")
+        await database_sync_to_async(services.message_create)(session=collab, author=bob, content="for the viewer")
         frame = await s.next_event()
         assert frame.event == "message_created"
         assert frame.json["data"]["content"] == "for the viewer"
@@ -118,7 +118,7 @@ async def test_a_bad_authorization_header_is_401(asgi_app, collab, header):
 async def test_a_token_of_an_inactive_user_is_401(asgi_app, collab, bob):
     headers = await token_header(bob)
     bob.is_active = False
-    await sync_to_async(bob.save)()
+    await database_sync_to_async(bob.save)()
     status, _, _ = await refusal(asgi_app, collab.pk, headers=headers)
     assert status == 401
 
@@ -126,7 +126,7 @@ async def test_a_token_of_an_inactive_user_is_401(asgi_app, collab, bob):
 async def test_a_cookie_after_logout_is_401(asgi_app, collab, alice):
     headers = await cookie_header(alice)
 
-    @sync_to_async
+    @database_sync_to_async
     def log_out():
         from django.contrib.sessions.models import Session
 
@@ -163,8 +163,8 @@ async def test_a_ticket_with_a_forged_payload_is_401(asgi_app, api, collab, bob,
 
 
 async def test_another_sessions_ticket_is_401(asgi_app, api, collab, alice, bob):
-    other = await sync_to_async(services.session_create)(owner=alice, title="Other")
-    await sync_to_async(services.member_add)(session=other, username="bob", role="viewer")
+    other = await database_sync_to_async(services.session_create)(owner=alice, title="Other")
+    await database_sync_to_async(services.member_add)(session=other, username="bob", role="viewer")
     ticket = await ticket_for(api, bob, other)
     status, body, _ = await refusal(asgi_app, collab.pk, query={"ticket": ticket})
     assert status == 401
@@ -204,7 +204,7 @@ async def test_a_ticket_lifetime_follows_the_setting(asgi_app, api, collab, bob,
 
 async def test_a_ticket_of_a_removed_member_is_404(asgi_app, api, collab, bob):
     ticket = await ticket_for(api, bob, collab)
-    await sync_to_async(services.member_remove)(session=collab, username="bob")
+    await database_sync_to_async(services.member_remove)(session=collab, username="bob")
     status, _, _ = await refusal(asgi_app, collab.pk, query={"ticket": ticket})
     assert status == 404
 
@@ -219,7 +219,7 @@ async def test_a_non_member_gets_404_not_403(asgi_app, collab, outsider, how):
 
 @pytest.mark.parametrize("who", ["alice", "staff_user"])
 async def test_an_unknown_session_is_404(asgi_app, request, collab, who):
-    user = await sync_to_async(request.getfixturevalue)(who)
+    user = await database_sync_to_async(request.getfixturevalue)(who)
     status, body, _ = await refusal(asgi_app, uuid.uuid4(), headers=await token_header(user))
     assert status == 404
     assert body == {"detail": "Not found."}

@@ -2,7 +2,7 @@
 `lastEventId` it carried, and miss nothing that happened in between."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from tests.conftest import token_for
 from tests.support.asgi import ASGIStream
@@ -12,12 +12,12 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 @pytest.mark.parametrize("loaded_from", ["messages/", ""])
 async def test_resuming_from_the_rest_last_event_id_misses_nothing(asgi_app, api, collab, alice, bob, loaded_from):
-    @sync_to_async
+    @database_sync_to_async
     def load_state() -> int:
         body = api(alice).get(f"/api/v1/sessions/{collab.pk}/{loaded_from}").json()
         return body["lastEventId"]
 
-    @sync_to_async
+    @database_sync_to_async
     def meanwhile() -> list[str]:
         client = api(bob)
         posted = [
@@ -28,7 +28,7 @@ async def test_resuming_from_the_rest_last_event_id_misses_nothing(asgi_app, api
 
     last_event_id = await load_state()
     missed = await meanwhile()  # before the stream is open
-    headers = {"Authorization": f"Token {await sync_to_async(token_for)(alice)}"}
+    headers = {"Authorization": f"Token {await database_sync_to_async(token_for)(alice)}"}
     async with ASGIStream(
         asgi_app, f"/sse/sessions/{collab.pk}/", headers=headers, query={"lastEventId": last_event_id}
     ) as s:
@@ -40,14 +40,14 @@ async def test_resuming_from_the_rest_last_event_id_misses_nothing(asgi_app, api
 
 
 async def test_polling_and_streaming_agree(asgi_app, api, collab, alice, bob):
-    @sync_to_async
+    @database_sync_to_async
     def post_and_poll() -> dict:
         for i in range(3):
             api(bob).post(f"/api/v1/sessions/{collab.pk}/messages/", {"content": f"m{i}"}, format="json")
         return api(alice).get(f"/api/v1/sessions/{collab.pk}/events/", {"after": 0}).json()
 
     polled = await post_and_poll()
-    headers = {"Authorization": f"Token {await sync_to_async(token_for)(alice)}", "Last-Event-ID": "0"}
+    headers = {"Authorization": f"Token {await database_sync_to_async(token_for)(alice)}", "Last-Event-ID": "0"}
     async with ASGIStream(asgi_app, f"/sse/sessions/{collab.pk}/", headers=headers) as s:
         await s.next_event()
         frames = await s.events_until(polled["lastId"])

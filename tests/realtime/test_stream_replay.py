@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from realtime.hub import current_hub
 from sessions_app import services
@@ -21,11 +21,11 @@ def auth(user) -> dict:
     return {"Authorization": f"Token {token_for(user)}"}
 
 
-post = sync_to_async(services.message_create)
+post = database_sync_to_async(services.message_create)
 
 
 async def test_stream_opens_with_headers_retry_and_connection_event(asgi_app, collab, alice):
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         assert s.status == 200
         assert s.headers["content-type"] == "text/event-stream"
         assert s.headers["cache-control"] == "no-cache"
@@ -44,7 +44,7 @@ async def test_stream_opens_with_headers_retry_and_connection_event(asgi_app, co
 
 
 async def test_live_events_follow_without_replay(asgi_app, collab, alice, bob):
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()  # connection
         message = await post(session=collab, author=bob, content="héllo 👋")
         frame = await s.next_event()
@@ -64,7 +64,7 @@ async def test_replay_sends_exactly_the_events_after_the_given_id(asgi_app, coll
     for i in range(5):
         await post(session=collab, author=bob, content=f"m{i}")
     newest = collab.last_event_id + 5
-    headers = await sync_to_async(auth)(alice)
+    headers = await database_sync_to_async(auth)(alice)
     query = {}
     if how == "header":
         headers["Last-Event-ID"] = "2"
@@ -79,7 +79,7 @@ async def test_replay_sends_exactly_the_events_after_the_given_id(asgi_app, coll
 async def test_header_wins_over_query_parameter(asgi_app, collab, alice, bob):
     for i in range(3):
         await post(session=collab, author=bob, content=f"m{i}")
-    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": "5"}
+    headers = {**await database_sync_to_async(auth)(alice), "Last-Event-ID": "5"}
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers, query={"lastEventId": "1"}) as s:
         await s.next_event()
         frame = await s.next_event()
@@ -87,7 +87,7 @@ async def test_header_wins_over_query_parameter(asgi_app, collab, alice, bob):
 
 
 async def test_id_above_newest_is_treated_as_newest(asgi_app, collab, alice, bob):
-    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": "999999999999999999999"}
+    headers = {**await database_sync_to_async(auth)(alice), "Last-Event-ID": "999999999999999999999"}
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
         await s.next_event()
         await post(session=collab, author=bob, content="next")
@@ -97,7 +97,7 @@ async def test_id_above_newest_is_treated_as_newest(asgi_app, collab, alice, bob
 
 @pytest.mark.parametrize("bad", ["-1", "abc", "1.5", "", " 3x"])
 async def test_malformed_last_event_id_is_400(asgi_app, collab, alice, bad):
-    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": bad}
+    headers = {**await database_sync_to_async(auth)(alice), "Last-Event-ID": bad}
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
         await asyncio.wait_for(s.finished.wait(), 5)
         assert s.status == 400
@@ -111,8 +111,8 @@ async def test_history_truncated_when_events_were_pruned(asgi_app, collab, alice
     for i in range(6):
         await post(session=collab, author=bob, content=f"m{i}")
     newest = collab.last_event_id + 6
-    await sync_to_async(Event.objects.filter(session=collab, seq__lte=5).delete)()
-    headers = {**await sync_to_async(auth)(alice), "Last-Event-ID": "1"}
+    await database_sync_to_async(Event.objects.filter(session=collab, seq__lte=5).delete)()
+    headers = {**await database_sync_to_async(auth)(alice), "Last-Event-ID": "1"}
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
         await s.next_event()  # connection
         notice = await s.next_event()
@@ -124,7 +124,7 @@ async def test_history_truncated_when_events_were_pruned(asgi_app, collab, alice
 
 async def test_keepalive_comment_after_idle_interval(asgi_app, collab, alice, settings):
     settings.CHORUS_KEEPALIVE_SECONDS = 0.2
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()
         frame = await s.next_frame(timeout=3)
         assert frame.comments == ["keepalive"] and frame.event is None
@@ -132,7 +132,7 @@ async def test_keepalive_comment_after_idle_interval(asgi_app, collab, alice, se
 
 async def test_stream_ends_after_max_lifetime(asgi_app, collab, alice, settings):
     settings.CHORUS_STREAM_MAX_SECONDS = 0.3
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()
         await asyncio.wait_for(s.finished.wait(), 5)
         assert s.finished.is_set()
@@ -143,7 +143,7 @@ async def test_live_gap_is_filled_from_the_database(asgi_app, collab, alice, bob
     reads the missing event from the database."""
     from channels.layers import get_channel_layer
 
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()
         layer = get_channel_layer()
         real_group_send = layer.group_send
@@ -178,7 +178,7 @@ async def test_frozen_subscriber_is_ended_then_recovers_everything(asgi_app, col
         if frozen.is_set() and message["type"] == "http.response.body":
             await never.wait()
 
-    headers = await sync_to_async(auth)(alice)
+    headers = await database_sync_to_async(auth)(alice)
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers, send_hook=block_when_frozen) as s:
         await s.next_event()
         start = collab.last_event_id
@@ -207,9 +207,9 @@ def _drain(stream: ASGIStream):
 
 
 async def test_removed_member_gets_access_revoked_and_stream_ends(asgi_app, collab, alice, bob):
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(bob)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(bob)) as s:
         await s.next_event()
-        await sync_to_async(services.member_remove)(session=collab, username="bob")
+        await database_sync_to_async(services.member_remove)(session=collab, username="bob")
         frames = []
         while (frame := await s.next_event()) is not None:
             frames.append(frame)
@@ -218,7 +218,7 @@ async def test_removed_member_gets_access_revoked_and_stream_ends(asgi_app, coll
 
 
 async def test_many_streams_opened_and_dropped_leave_nothing_behind(asgi_app, collab, alice):
-    headers = await sync_to_async(auth)(alice)
+    headers = await database_sync_to_async(auth)(alice)
     # Warm up: the hub and the channel layer start their process-wide tasks once.
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as first:
         await first.next_event()
@@ -254,7 +254,7 @@ async def test_lost_last_event_is_recovered_by_reconciliation(asgi_app, collab, 
     from channels.layers import get_channel_layer
 
     settings.CHORUS_RECONCILE_SECONDS = 0.1
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()
         layer = get_channel_layer()
         real_group_send = layer.group_send
@@ -287,7 +287,7 @@ async def test_sweeper_leaves_a_stream_that_is_still_opening_alone(asgi_app, col
 
     stream_module.stream_open = slow_open
     try:
-        async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(alice)) as s:
+        async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
             assert s.status == 200
             assert (await s.next_event()).event == "connection"
             assert not s.finished.is_set()
@@ -297,9 +297,9 @@ async def test_sweeper_leaves_a_stream_that_is_still_opening_alone(asgi_app, col
 
 
 async def test_deleting_the_session_ends_its_streams_with_access_revoked(asgi_app, collab, alice, bob):
-    async with ASGIStream(asgi_app, stream_path(collab), headers=await sync_to_async(auth)(bob)) as s:
+    async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(bob)) as s:
         await s.next_event()
-        await sync_to_async(services.session_delete)(session=collab)
+        await database_sync_to_async(services.session_delete)(session=collab)
         revoked = await s.next_event()
         assert revoked.event == "access_revoked"
         assert await s.next_event() is None  # and the stream ends

@@ -1,0 +1,55 @@
+"""The single-hop Django ASGI handler serves sync DRF views, async views, errors and
+streaming responses like Django's own handler."""
+
+import json
+
+import pytest
+from channels.testing import HttpCommunicator
+
+from config.django_handler import SingleHopASGIHandler
+from tests.conftest import token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def call(app, method: str, path: str, body: bytes = b"", headers: list | None = None) -> dict:
+    headers = [(b"host", b"localhost"), (b"content-length", str(len(body)).encode()), *(headers or [])]
+    communicator = HttpCommunicator(app, method, path, body=body, headers=headers)
+    return await communicator.get_response(timeout=10)
+
+
+async def test_sync_drf_view_with_token(asgi_app, collab, bob):
+    from channels.db import database_sync_to_async
+
+    token = await database_sync_to_async(token_for)(bob)
+    response = await call(
+        asgi_app,
+        "POST",
+        f"/api/v1/sessions/{collab.pk}/messages/",
+        body=json.dumps({"content": "through ASGI"}).encode(),
+        headers=[(b"authorization", f"Token {token}".encode()), (b"content-type", b"application/json")],
+    )
+    assert response["status"] == 201, response["body"]
+    assert json.loads(response["body"])["content"] == "through ASGI"
+
+
+async def test_async_view_and_json_errors(asgi_app):
+    assert (await call(asgi_app, "GET", "/healthz"))["status"] == 200
+    missing = await call(asgi_app, "GET", "/api/v1/sessions/")
+    assert missing["status"] == 401
+    assert json.loads(missing["body"]) == {"detail": "Authentication credentials were not provided."}
+
+
+async def test_middleware_chain_is_built_in_sync_mode():
+    handler = SingleHopASGIHandler()
+    assert handler._middleware_chain is not None
+    # Sync mode: the outermost handler is a plain function, not a coroutine function.
+    import inspect
+
+    assert not inspect.iscoroutinefunction(handler._middleware_chain)
+
+
+async def test_streaming_response_is_sent_and_closed(settings, asgi_app):
+    settings.DEBUG = True  # static files are served (streamed) by Django only under DEBUG
+    response = await call(asgi_app, "GET", "/static/rest_framework/css/bootstrap.min.css")
+    assert response["status"] in (200, 404)
