@@ -53,3 +53,16 @@ async def test_streaming_response_is_sent_and_closed(settings, asgi_app):
     settings.DEBUG = True  # static files are served (streamed) by Django only under DEBUG
     response = await call(asgi_app, "GET", "/static/rest_framework/css/bootstrap.min.css")
     assert response["status"] in (200, 404)
+
+
+async def test_async_views_run_on_the_server_loop_and_share_its_hub(asgi_app):
+    """readyz pings the process's hub: through the sync middleware chain it must still run
+    on the server's event loop, or it would build a second hub on a throwaway loop."""
+    import asyncio
+
+    from realtime.hub import current_hub, get_hub
+
+    hub = get_hub()
+    assert (await call(asgi_app, "GET", "/readyz"))["status"] == 200
+    assert current_hub() is hub
+    assert hub.loop is asyncio.get_running_loop()
