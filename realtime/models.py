@@ -12,6 +12,9 @@ class Event(models.Model):
     seq = models.BigIntegerField()
     type = models.CharField(max_length=40, choices=[(t.value, t.value) for t in EventType])
     data = models.JSONField(default=dict)
+    # The envelope as sent on the stream, serialized once at publish: replaying thousands
+    # of events is then a read, not thousands of JSON encodings.
+    envelope = models.TextField(default="", editable=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

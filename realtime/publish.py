@@ -62,12 +62,23 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
             row = cursor.fetchone()
         if row is None:
             raise LookupError(f"session {session_uuid} does not exist")
+        created_at = timezone.now()
+        body = envelope_json(
+            envelope(
+                seq=row[0],
+                type=payload.type.value,
+                session_id=str(session_uuid),
+                created_at=created_at,
+                data=payload.data,
+            )
+        )
         event = Event.objects.create(
             session_id=session_uuid,
             seq=row[0],
             type=payload.type.value,
             data=payload.data,
-            created_at=timezone.now(),
+            envelope=body,
+            created_at=created_at,
         )
         message = broadcast_message(event)
         transaction.on_commit(lambda: broadcast(session_uuid, message))
@@ -76,19 +87,12 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
 
 def broadcast_message(event: Event) -> dict:
     """The channel-layer message for a stored event: everything a hub needs to frame it."""
-    body = envelope(
-        seq=event.seq,
-        type=event.type,
-        session_id=str(event.session_id),
-        created_at=event.created_at,
-        data=event.data,
-    )
     return {
         "type": BROADCAST_MESSAGE_TYPE,
         "session": str(event.session_id),
         "seq": event.seq,
         "event": event.type,
-        "envelope": envelope_json(body),
+        "envelope": event.envelope,
         "publishedAt": timezone.now().timestamp(),
     }
 

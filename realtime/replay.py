@@ -9,7 +9,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db.models import Min
 
-from realtime.events import envelope, envelope_json
+from realtime.events import envelope
 from realtime.models import Event
 
 
@@ -68,9 +68,4 @@ def replay_rows(
     qs = Event.objects.filter(session_id=session_id, seq__gt=after)
     if up_to is not None:
         qs = qs.filter(seq__lte=up_to)
-    rows = qs.order_by("seq").values_list("seq", "type", "created_at", "data")[:limit]
-    sid = str(session_id)
-    return [
-        (seq, type_, envelope_json(envelope(seq=seq, type=type_, session_id=sid, created_at=created, data=data)))
-        for seq, type_, created, data in rows
-    ]
+    return list(qs.order_by("seq").values_list("seq", "type", "envelope")[:limit])

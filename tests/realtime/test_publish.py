@@ -271,3 +271,18 @@ def test_the_database_refuses_a_duplicate_id(collab):
     with pytest.raises(IntegrityError), transaction.atomic():
         Event.objects.create(session=collab, seq=1, type="system", data={"message": "again"})
     assert CollabSession.objects.get(pk=collab.pk).last_event_id == collab.last_event_id
+
+
+@pytest.mark.django_db
+def test_stored_envelope_is_what_the_stream_and_polling_send(collab, bob):
+    """Replay frames the stored envelope without re-encoding it: it must equal the polling
+    fallback's envelope and the one broadcast live."""
+    from realtime.models import Event
+    from realtime.publish import broadcast_message
+    from realtime.replay import event_envelope
+
+    services.message_create(session=collab, author=bob, content='héllo 👋 \n"quoted"')
+    event = Event.objects.filter(session=collab).order_by("-seq").first()
+    assert json.loads(event.envelope) == event_envelope(event)
+    assert broadcast_message(event)["envelope"] == event.envelope
+    assert "\n" not in event.envelope
