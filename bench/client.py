@@ -515,10 +515,11 @@ async def _serve(conn) -> None:
     raise_nofile_limit()
     loop = asyncio.get_running_loop()
     pool = Pool()
-    inbox: asyncio.Queue = asyncio.Queue()
-    loop.add_reader(conn.fileno(), lambda: inbox.put_nowait(conn.recv()))
     while True:
-        command, kwargs = await inbox.get()
+        # A blocking read in a thread: watching the pipe with add_reader lets uvloop make
+        # it non-blocking, and a command larger than the pipe's buffer (1,000 subscriber
+        # specs) then fails half-read with BlockingIOError.
+        command, kwargs = await loop.run_in_executor(None, conn.recv)
         if command == "exit":
             await pool.cmd_close_all()
             conn.send(("ok", None))
