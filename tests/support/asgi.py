@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlencode
 
-from tests.support.sse import Frame, SSEParser
+from tests.support.sse import Frame, SSEParser, events_until
 
 
 class ASGIStream:
@@ -83,15 +83,7 @@ class ASGIStream:
 
     async def events_until(self, last_id: int, timeout: float = 10.0) -> list[Frame]:
         """Numbered events until one with id >= last_id arrives."""
-        found = []
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.next_event(timeout)
-                assert frame is not None, f"stream ended before id {last_id}; got {[f.id for f in found]}"
-                if frame.id is not None:
-                    found.append(frame)
-                    if frame.id >= last_id:
-                        return found
+        return await events_until(self.next_event, last_id, timeout)
 
     async def disconnect(self) -> None:
         if self.task is None:

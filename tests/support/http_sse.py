@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.support.sse import Frame, SSEParser
+from tests.support.sse import Frame, SSEParser, events_until
 
 
 class HttpStream:
@@ -51,15 +51,8 @@ class HttpStream:
                 return frame
 
     async def events_until(self, last_id: int, timeout: float = 20.0) -> list[Frame]:
-        found: list[Frame] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.next_event(timeout)
-                assert frame is not None, f"stream ended before id {last_id}; got ids {[f.id for f in found]}"
-                if frame.id is not None:
-                    found.append(frame)
-                    if frame.id >= last_id:
-                        return found
+        """Numbered events until one with id >= last_id arrives."""
+        return await events_until(self.next_event, last_id, timeout)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -54,3 +56,19 @@ class SSEParser:
                 frame.retry = int(value)
         frame.data = "\n".join(data_lines)
         return frame
+
+
+async def events_until(
+    next_event: Callable[[float], Awaitable[Frame | None]], last_id: int, timeout: float
+) -> list[Frame]:
+    """Numbered events from `next_event` until one with id >= last_id arrives; fails if the
+    stream ends first or the whole wait exceeds `timeout`."""
+    found: list[Frame] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await next_event(timeout)
+            assert frame is not None, f"stream ended before id {last_id}; got ids {[f.id for f in found]}"
+            if frame.id is not None:
+                found.append(frame)
+                if frame.id >= last_id:
+                    return found
