@@ -11,6 +11,7 @@ from django.db.models import Min
 
 from realtime.events import envelope
 from realtime.models import Event
+from realtime.sql import cached_sql, column, db_value, fetch_one, table
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +20,21 @@ class LogPosition:
     oldest: int  # the oldest id still stored (newest + 1 when nothing is stored)
 
 
+@cached_sql
+def _newest_sql() -> str:
+    model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
+    pk = column(model, model._meta.pk.name)
+    return f"SELECT {column(model, 'last_event_id')} FROM {table(model)} WHERE {pk} = %s"
+
+
 def log_position(*, session_id: UUID | str, with_oldest: bool = True) -> LogPosition:
     """Raises LookupError if the session does not exist. Without `with_oldest` (a stream
     that does not resume) `oldest` is not read and reported as 1."""
     model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
-    newest = model.objects.filter(pk=session_id).values_list("last_event_id", flat=True).first()
-    if newest is None:
+    row = fetch_one(_newest_sql(), [db_value(model, model._meta.pk.name, UUID(str(session_id)))])
+    if row is None:
         raise LookupError(f"session {session_id} does not exist")
+    newest = row[0]
     if not with_oldest:
         return LogPosition(newest=newest, oldest=1)
     oldest = Event.objects.filter(session_id=session_id).aggregate(m=Min("seq"))["m"]
