@@ -7,6 +7,7 @@ message carries the id, and a stream that sees a gap reads the database, which i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from uuid import UUID
 
@@ -111,15 +112,47 @@ def session_close_streams(*, session_id: UUID | str) -> None:
 def control_send(group: str, message: dict) -> None:
     """Send a control message (not a session event) to every process that joined `group`
     through `Hub.join_process_group`. Call from sync code, typically in on_commit."""
-    async_to_sync(get_channel_layer().group_send)(group, message)
+    _group_send_from_sync(group, message)
+
+
+def _group_send_from_sync(group: str, message: dict) -> None:
+    """group_send from a sync thread. In a server process the send is handed to the
+    server's event loop without waiting for it: the request thread need not block on a
+    Redis round trip (order is kept: the loop runs handed-over sends first come, first
+    served). Elsewhere (a shell, a management command) it waits, as async_to_sync does."""
+    layer = get_channel_layer()
+    loop = _server_loop()
+    if loop is None:
+        async_to_sync(layer.group_send)(group, message)
+        return
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+    future.add_done_callback(_log_send_failure)
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    from realtime.hub import current_hub  # the hub imports this module
+
+    hub = current_hub()
+    if hub is None or not hub.loop.is_running() or hub.loop.is_closed():
+        return None
+    try:
+        if asyncio.get_running_loop() is hub.loop:
+            return None  # on the loop itself (publishing never is: the ORM refuses to run there)
+    except RuntimeError:
+        pass  # no loop in this thread: the usual case, a request thread
+    return hub.loop
+
+
+def _log_send_failure(future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("channel-layer send failed: %r", future.exception())
 
 
 def broadcast(session_id: UUID, message: dict) -> None:
     """Ring the session's group. A failure is logged, not raised: the event is stored, and
     streams recover it from the database when they notice the gap."""
-    layer = get_channel_layer()
     metrics.EVENTS_PUBLISHED.labels(message["event"]).inc()
     try:
-        async_to_sync(layer.group_send)(session_group(session_id), message)
+        _group_send_from_sync(session_group(session_id), message)
     except Exception:
         logger.exception("broadcast of event %s#%s failed", session_id, message["seq"])

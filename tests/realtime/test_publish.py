@@ -286,3 +286,39 @@ def test_stored_envelope_is_what_the_stream_and_polling_send(collab, bob):
     assert json.loads(event.envelope) == event_envelope(event)
     assert broadcast_message(event)["envelope"] == event.envelope
     assert "\n" not in event.envelope
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_publishing_from_a_request_thread_does_not_wait_for_the_channel_layer(collab, bob):
+    """In a server process the broadcast is handed to the server's loop, not awaited by the
+    request thread: a slow channel layer must not hold the thread (or its transaction)."""
+    import asyncio
+
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+
+    from realtime.hub import get_hub
+
+    await get_hub().start()
+    layer = get_channel_layer()
+    release = asyncio.Event()
+    sent = []
+    real_group_send = layer.group_send
+
+    async def slow_group_send(group, message):
+        await release.wait()
+        sent.append(message["seq"])
+        await real_group_send(group, message)
+
+    layer.group_send = slow_group_send
+    try:
+        await asyncio.wait_for(
+            database_sync_to_async(services.message_create)(session=collab, author=bob, content="x"), 5
+        )
+        assert sent == []  # the service returned while the send still waits
+        release.set()
+        async with asyncio.timeout(5):
+            while not sent:
+                await asyncio.sleep(0.01)
+    finally:
+        layer.group_send = real_group_send
