@@ -10,6 +10,7 @@ A sweeper task (one per process) sends keepalives and ends streams that lived to
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -63,11 +64,18 @@ class Hub:
         self._suspects: dict[str, int] = {}
         self._process_groups: set[str] = set()
 
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        """A process-wide task, in a fresh context. Tasks copy the context they are created
+        in; the hub may first start inside a request (readyz, called through async_to_sync
+        under daphne), whose context names an executor that dies with the request, and every
+        database_sync_to_async call of the hub's tasks and streams would then fail."""
+        return self.loop.create_task(coro, name=name, context=contextvars.Context())
+
     # --- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Create the hub's channel and its reader task; safe to call many times."""
         if self._started is None:
-            self._started = asyncio.ensure_future(self._start())
+            self._started = self._spawn(self._start(), "chorus-hub-start")
         try:
             await asyncio.shield(self._started)
         except Exception:
@@ -76,7 +84,7 @@ class Hub:
 
     async def _start(self) -> None:
         self.channel = await self.layer.new_channel("chorus.hub.")
-        self._reader = self.loop.create_task(self._read_loop(), name="chorus-hub-reader")
+        self._reader = self._spawn(self._read_loop(), "chorus-hub-reader")
         # Apps that need a per-process presence from start-up (e.g. the regeneration
         # reaper) plug in here: each hook is called with the hub and must not block.
         for hook in getattr(settings, "CHORUS_HUB_START_HOOKS", ()):
@@ -105,7 +113,7 @@ class Hub:
         self._streams.setdefault(key, set()).add(stream)
         metrics.OPEN_STREAMS.inc()
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = self.loop.create_task(self._sweep_loop(), name="chorus-hub-sweeper")
+            self._sweeper = self._spawn(self._sweep_loop(), "chorus-hub-sweeper")
         if key not in self._joined:
             lock = self._locks.setdefault(key, asyncio.Lock())
             async with lock:
@@ -125,7 +133,7 @@ class Hub:
             del self._streams[key]
             self._seen.pop(key, None)
             self._suspects.pop(key, None)
-            task = self.loop.create_task(self._leave(key))
+            task = self._spawn(self._leave(key), "chorus-hub-leave")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

@@ -1,6 +1,7 @@
 """The single-hop Django ASGI handler serves sync DRF views, async views, errors and
 streaming responses like Django's own handler."""
 
+import asyncio
 import json
 
 import pytest
@@ -66,3 +67,41 @@ async def test_async_views_run_on_the_server_loop_and_share_its_hub(asgi_app):
     assert (await call(asgi_app, "GET", "/readyz"))["status"] == 200
     assert current_hub() is hub
     assert hub.loop is asyncio.get_running_loop()
+
+
+async def test_hub_first_started_by_readyz_still_serves_database_work(asgi_app, collab, alice, bob):
+    """Under daphne (no lifespan) the hub may first start inside /readyz, an async view run
+    through async_to_sync. Its tasks must not inherit that request's context (an executor
+    that dies with it): a stream's gap fill, a database call from a hub-side task, must
+    still work after the request ended."""
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+
+    from realtime.hub import current_hub
+    from sessions_app import services
+    from tests.support.asgi import ASGIStream
+
+    assert current_hub() is None or current_hub().loop is not asyncio.get_running_loop()
+    assert (await call(asgi_app, "GET", "/readyz"))["status"] == 200  # starts the hub
+    token = await database_sync_to_async(token_for)(alice)
+    async with ASGIStream(asgi_app, f"/sse/sessions/{collab.pk}/", headers={"Authorization": f"Token {token}"}) as s:
+        await s.next_event()
+        layer = get_channel_layer()
+        real_group_send = layer.group_send
+        dropped = []
+
+        async def drop_first(group, message):
+            if not dropped:
+                dropped.append(message["seq"])
+                return
+            await real_group_send(group, message)
+
+        layer.group_send = drop_first
+        try:
+            post = database_sync_to_async(services.message_create)
+            await post(session=collab, author=bob, content="lost")
+            await post(session=collab, author=bob, content="reveals the gap")
+        finally:
+            layer.group_send = real_group_send
+        frames = await s.events_until(collab.last_event_id + 2)  # the gap fill reads the database
+        assert [f.json["data"]["content"] for f in frames] == ["lost", "reveals the gap"]
