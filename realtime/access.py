@@ -61,42 +61,32 @@ class StreamUser:
 
 
 @cached_sql
-def _token_user_sql() -> str:
+def _user_sql(by_token: bool) -> str:
+    """The stream user's columns, looked up by token key or by primary key; active only."""
     User = get_user_model()
-    u = {name: column(User, name) for name in ("username", "is_staff", "is_active")} | {
-        "id": column(User, User._meta.pk.name)
-    }
-    return (
-        f"SELECT u.{u['id']}, u.{u['username']}, u.{u['is_staff']} FROM {table(Token)} t"
-        f" JOIN {table(User)} u ON u.{u['id']} = t.{column(Token, 'user')}"
-        f" WHERE t.{column(Token, 'key')} = %s AND u.{u['is_active']} = %s"
+    pk, username, is_staff, is_active = (
+        column(User, name) for name in (User._meta.pk.name, "username", "is_staff", "is_active")
     )
-
-
-@cached_sql
-def _user_sql() -> str:
-    User = get_user_model()
-    u = {name: column(User, name) for name in ("username", "is_staff", "is_active")} | {
-        "id": column(User, User._meta.pk.name)
-    }
-    return (
-        f"SELECT {u['id']}, {u['username']}, {u['is_staff']} FROM {table(User)}"
-        f" WHERE {u['id']} = %s AND {u['is_active']} = %s"
-    )
+    select = f"SELECT u.{pk}, u.{username}, u.{is_staff} FROM {table(User)} u"
+    if by_token:
+        select += f" JOIN {table(Token)} t ON t.{column(Token, 'user')} = u.{pk} WHERE t.{column(Token, 'key')} = %s"
+    else:
+        select += f" WHERE u.{pk} = %s"
+    return select + f" AND u.{is_active} = %s"
 
 
 def authenticate(*, credentials: Credentials, session_id: UUID) -> StreamUser:
     """One query at most (none for a bad ticket), hand-written (realtime.sql says why)."""
     if credentials.user_id:
-        row = fetch_one(_user_sql(), [credentials.user_id, True])
+        row = fetch_one(_user_sql(False), [credentials.user_id, True])
     elif credentials.token:
-        row = fetch_one(_token_user_sql(), [credentials.token, True])
+        row = fetch_one(_user_sql(True), [credentials.token, True])
     else:
         try:
             user_id = ticket_verify(ticket=credentials.ticket or "", session_id=session_id)
         except TicketInvalid as exc:
             raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from exc
-        row = fetch_one(_user_sql(), [user_id, True])
+        row = fetch_one(_user_sql(False), [user_id, True])
     if row is None:
         raise StreamRefused(401, "Invalid credentials.")
     return StreamUser(pk=row[0], username=row[1], is_staff=bool(row[2]))

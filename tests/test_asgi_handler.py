@@ -75,33 +75,20 @@ async def test_hub_first_started_by_readyz_still_serves_database_work(asgi_app, 
     that dies with it): a stream's gap fill, a database call from a hub-side task, must
     still work after the request ended."""
     from channels.db import database_sync_to_async
-    from channels.layers import get_channel_layer
 
     from realtime.hub import current_hub
     from sessions_app import services
     from tests.support.asgi import ASGIStream
+    from tests.support.layer import broadcasts_dropped
 
     assert current_hub() is None or current_hub().loop is not asyncio.get_running_loop()
     assert (await call(asgi_app, "GET", "/readyz"))["status"] == 200  # starts the hub
     token = await database_sync_to_async(token_for)(alice)
     async with ASGIStream(asgi_app, f"/sse/sessions/{collab.pk}/", headers={"Authorization": f"Token {token}"}) as s:
         await s.next_event()
-        layer = get_channel_layer()
-        real_group_send = layer.group_send
-        dropped = []
-
-        async def drop_first(group, message):
-            if not dropped:
-                dropped.append(message["seq"])
-                return
-            await real_group_send(group, message)
-
-        layer.group_send = drop_first
-        try:
-            post = database_sync_to_async(services.message_create)
+        post = database_sync_to_async(services.message_create)
+        with broadcasts_dropped(1):
             await post(session=collab, author=bob, content="lost")
             await post(session=collab, author=bob, content="reveals the gap")
-        finally:
-            layer.group_send = real_group_send
         frames = await s.events_until(collab.last_event_id + 2)  # the gap fill reads the database
         assert [f.json["data"]["content"] for f in frames] == ["lost", "reveals the gap"]

@@ -9,6 +9,7 @@ from realtime.hub import current_hub
 from sessions_app import services
 from tests.conftest import token_for
 from tests.support.asgi import ASGIStream
+from tests.support.layer import broadcasts_dropped
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -141,26 +142,11 @@ async def test_stream_ends_after_max_lifetime(asgi_app, collab, alice, settings)
 async def test_live_gap_is_filled_from_the_database(asgi_app, collab, alice, bob):
     """The channel layer may drop a message: the next one reveals the gap and the stream
     reads the missing event from the database."""
-    from channels.layers import get_channel_layer
-
     async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()
-        layer = get_channel_layer()
-        real_group_send = layer.group_send
-        dropped = []
-
-        async def drop_first(group, message):
-            if not dropped:
-                dropped.append(message["seq"])
-                return
-            await real_group_send(group, message)
-
-        layer.group_send = drop_first
-        try:
+        with broadcasts_dropped(1) as dropped:
             await post(session=collab, author=bob, content="lost on the wire")
             await post(session=collab, author=bob, content="arrives")
-        finally:
-            layer.group_send = real_group_send
         frames = await s.events_until(collab.last_event_id + 2)
         assert dropped == [collab.last_event_id + 1]
         assert [f.id for f in frames] == [collab.last_event_id + 1, collab.last_event_id + 2]
@@ -251,22 +237,12 @@ async def _settled(hub) -> None:
 
 async def test_lost_last_event_is_recovered_by_reconciliation(asgi_app, collab, alice, bob, settings):
     """No later event reveals the gap: the hub's periodic check against the database does."""
-    from channels.layers import get_channel_layer
 
     settings.CHORUS_RECONCILE_SECONDS = 0.1
     async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
         await s.next_event()
-        layer = get_channel_layer()
-        real_group_send = layer.group_send
-
-        async def drop(group, message):
-            return None
-
-        layer.group_send = drop
-        try:
+        with broadcasts_dropped(None):
             await post(session=collab, author=bob, content="its doorbell never rings")
-        finally:
-            layer.group_send = real_group_send
         frames = await s.events_until(collab.last_event_id + 1, timeout=5)
         assert [f.json["data"]["content"] for f in frames] == ["its doorbell never rings"]
 
