@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench import procstats
@@ -57,6 +58,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for the server processes (repeat), e.g. DJANGO_CONN_MAX_AGE=0",
     )
+    parser.add_argument(
+        "--token-parallel",
+        type=int,
+        default=0,
+        metavar="N",
+        help="regenerations running at once in tokens-1000 (default 2; 1 means one publisher at a time)",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
     wanted = [n.strip() for item in args.scenario for n in item.split(",") if n.strip()]
@@ -74,6 +82,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     catalogue = QUICK if args.quick else DEFAULT
     scenarios = [s for s in catalogue if not args.wanted or s.name in args.wanted]
+    if args.token_parallel:
+        scenarios = [
+            replace(s, extra={**s.extra, "parallel": args.token_parallel}) if s.kind == "tokens" else s
+            for s in scenarios
+        ]
     options = Options(
         server=args.server,
         processes=args.processes,
