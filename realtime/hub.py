@@ -28,6 +28,10 @@ from realtime.replay import newest_event_ids, replay_rows
 
 logger = logging.getLogger(__name__)
 
+# How long the hub holds an event that arrived ahead of a missing id before it reads the
+# gap from the database (broadcasts from two processes can cross by a few milliseconds).
+REORDER_WAIT_SECONDS = 0.05
+
 
 class HubStream(Protocol):
     """What the hub needs of a stream (realtime.stream.SessionStream implements it)."""
@@ -62,6 +66,10 @@ class Hub:
         # seen per session, and ids the database had one round ago that had not arrived.
         self._seen: dict[str, int] = {}
         self._suspects: dict[str, int] = {}
+        # Events that arrived ahead of a missing id, per session (see _deliver).
+        self._early: dict[str, dict[int, dict]] = {}
+        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
+        self._filling: set[str] = set()
         self._process_groups: set[str] = set()
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
@@ -133,6 +141,10 @@ class Hub:
             del self._streams[key]
             self._seen.pop(key, None)
             self._suspects.pop(key, None)
+            self._early.pop(key, None)
+            timer = self._gap_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
             task = self._spawn(self._leave(key), "chorus-hub-leave")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -190,12 +202,76 @@ class Hub:
                 future.set_result(True)
 
     def _deliver(self, message: dict) -> None:
+        """Offer events to the streams in id order. Two processes publishing to one session
+        (two regenerations, say) can have their broadcasts cross in Redis; handed on as they
+        come, the early one would make every local stream see a gap and read the database
+        on its own (a thousand queries for one reordering). Instead the hub holds it up to
+        REORDER_WAIT_SECONDS for the missing id, then reads the gap once for all streams."""
         key = message["session"]
         streams = self._streams.get(key)
         if not streams:
             return
+        seen = self._seen.get(key)
+        if seen is not None and message["seq"] > seen + 1:
+            self._early.setdefault(key, {})[message["seq"]] = message
+            if key not in self._gap_timers and key not in self._filling:
+                self._gap_timers[key] = self.loop.call_later(REORDER_WAIT_SECONDS, self._gap_timeout, key)
+            return
         self._offer(key, streams, message["seq"], message["event"], message["envelope"])
         metrics.observe_delivery(len(streams), message.get("publishedAt"))
+        self._release_early(key)
+
+    def _release_early(self, key: str) -> None:
+        """Offer the held events that now continue the run."""
+        early = self._early.get(key)
+        while early:
+            following = self._seen.get(key, 0) + 1
+            for stale in [seq for seq in early if seq < following]:
+                del early[stale]  # already offered (read from the database)
+            message = early.pop(following, None)
+            streams = self._streams.get(key)
+            if message is None or not streams:
+                break
+            self._offer(key, streams, message["seq"], message["event"], message["envelope"])
+            metrics.observe_delivery(len(streams), message.get("publishedAt"))
+        if not early:
+            self._early.pop(key, None)
+            timer = self._gap_timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+
+    def _gap_timeout(self, key: str) -> None:
+        self._gap_timers.pop(key, None)
+        if self._early.get(key) and key not in self._filling:
+            self._filling.add(key)
+            task = self._spawn(self._fill_gap(key), "chorus-hub-gap")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _fill_gap(self, key: str) -> None:
+        """Read the missing ids once and offer them, then release what was held. Ids the
+        database no longer has (pruned) are skipped; streams report them as truncated."""
+        try:
+            early = self._early.get(key) or {}
+            if early:
+                after, up_to = self._seen.get(key, 0), min(early) - 1
+                try:
+                    rows = await database_sync_to_async(replay_rows)(
+                        session_id=key, after=after, limit=settings.CHORUS_REPLAY_PAGE_SIZE, up_to=up_to
+                    )
+                except Exception:
+                    logger.exception("hub could not read a gap of session %s", key)
+                    rows = []
+                for seq, name, envelope in rows:
+                    streams = self._streams.get(key)
+                    if streams and seq == self._seen.get(key, 0) + 1:
+                        self._offer(key, streams, seq, name, envelope)
+                early = self._early.get(key)
+                if early and min(early) > self._seen.get(key, 0) + 1:
+                    self._seen[key] = min(early) - 1  # give up on those: streams catch up themselves
+        finally:
+            self._filling.discard(key)
+        self._release_early(key)
 
     def _offer(self, key: str, streams: set[HubStream], seq: int, name: str, envelope: str) -> None:
         if seq > self._seen.get(key, 0):
@@ -210,8 +286,10 @@ class Hub:
                     stream.revoke()
 
     def note_position(self, key: str, newest: int) -> None:
-        """A stream read the session's newest id from the database while opening."""
-        if key in self._streams and newest > self._seen.get(key, 0):
+        """A stream read the session's newest id from the database while opening: the
+        starting point of the hub's run, if it has none yet. (Never moved forward over
+        held events: streams already open still need what lies in between.)"""
+        if key in self._streams and key not in self._seen:
             self._seen[key] = newest
 
     async def _reconcile(self) -> None:
@@ -235,6 +313,7 @@ class Hub:
                     streams = self._streams.get(key)
                     if streams:
                         self._offer(key, streams, seq, name, envelope)
+                self._release_early(key)
             if newest.get(key, 0) > self._seen.get(key, 0):
                 self._suspects[key] = newest[key]
 

@@ -279,3 +279,52 @@ async def test_deleting_the_session_ends_its_streams_with_access_revoked(asgi_ap
         revoked = await s.next_event()
         assert revoked.event == "access_revoked"
         assert await s.next_event() is None  # and the stream ends
+
+
+async def test_crossed_broadcasts_are_reordered_by_the_hub_not_read_by_every_stream(
+    asgi_app, collab, alice, bob, monkeypatch
+):
+    """Two processes publishing to one session can have their broadcasts cross. The hub
+    puts them back in order (reading the gap once if need be): no stream reads the
+    database on its own, and each sees the ids in order."""
+    from channels.layers import get_channel_layer
+
+    import realtime.stream as stream_module
+
+    stream_reads = []
+    real_replay_rows = stream_module.replay_rows
+
+    def counting_replay_rows(**kwargs):
+        stream_reads.append(kwargs)
+        return real_replay_rows(**kwargs)
+
+    monkeypatch.setattr(stream_module, "replay_rows", counting_replay_rows)
+    headers = await database_sync_to_async(auth)(alice)
+    streams = [ASGIStream(asgi_app, stream_path(collab), headers=headers) for _ in range(20)]
+    for s in streams:
+        await s.__aenter__()
+        await s.next_event()
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+    first_held = []
+
+    async def crossing_group_send(group, message):
+        if not first_held:
+            first_held.append((group, message))  # the first broadcast is overtaken
+            return
+        await real_group_send(group, message)
+        await real_group_send(*first_held[0])
+
+    layer.group_send = crossing_group_send
+    try:
+        await post(session=collab, author=bob, content="first")
+        await post(session=collab, author=bob, content="second")
+        first = collab.last_event_id + 1
+        for s in streams:
+            frames = await s.events_until(first + 1)
+            assert [f.id for f in frames] == [first, first + 1]
+    finally:
+        layer.group_send = real_group_send
+        for s in streams:
+            await s.disconnect()
+    assert stream_reads == []
