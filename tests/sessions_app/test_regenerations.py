@@ -285,13 +285,10 @@ async def test_cancel_stops_the_provider_and_nothing_follows_the_cancelled_event
     assert regeneration.content == "".join(f"t{i} " for i in range(provider.yielded))[: len(regeneration.content)]
 
 
-async def test_the_cancel_command_stops_a_silent_provider_at_once(
-    asgi_app, collab, alice, bob, carol, use_provider, settings
-):
-    """No write would notice the cancel (the provider is silent) and the lease renewal
-    is far away: the control message through the hub is what stops the run."""
-    settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS = 30
-    silent = asyncio.Event()
+def silent_after_first_chunk():
+    """A provider gate that lets the first chunk through, then hangs forever (a provider
+    that went silent: nothing it does would notice a cancel)."""
+    silent = asyncio.Event()  # never set
     calls = 0
 
     async def gate():
@@ -300,7 +297,16 @@ async def test_the_cancel_command_stops_a_silent_provider_at_once(
         if calls > 1:
             await silent.wait()
 
-    provider = use_provider(ScriptedProvider(["first ", "never"], gate=gate))
+    return gate
+
+
+async def test_the_cancel_command_stops_a_silent_provider_at_once(
+    asgi_app, collab, alice, bob, carol, use_provider, settings
+):
+    """No write would notice the cancel (the provider is silent) and the lease renewal
+    is far away: the control message through the hub is what stops the run."""
+    settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS = 30
+    provider = use_provider(ScriptedProvider(["first ", "never"], gate=silent_after_first_chunk()))
     question = await post_message(session=collab, author=alice, content="Go on")
     async with stream_of(asgi_app, collab, await auth(carol)) as stream:
         await stream.next_event()
@@ -325,16 +331,7 @@ async def test_cancel_is_noticed_through_the_lease_when_the_command_is_lost(
     lease renewal (which reads the status) can stop it; here the command is lost."""
     settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS = 0.05
     monkeypatch.setattr(regeneration_services, "send_cancel_command", lambda regeneration_id: None)
-    silent = asyncio.Event()  # never set: after the first chunk the provider hangs
-    calls = 0
-
-    async def gate():
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            await silent.wait()
-
-    provider = use_provider(ScriptedProvider(["first ", "never"], gate=gate))
+    provider = use_provider(ScriptedProvider(["first ", "never"], gate=silent_after_first_chunk()))
     question = await post_message(session=collab, author=alice, content="Go on")
     async with stream_of(asgi_app, collab, await auth(carol)) as stream:
         await stream.next_event()
