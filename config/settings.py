@@ -154,7 +154,7 @@ LOGIN_REDIRECT_URL = "/ops/"
 REST_FRAMEWORK = {
     # Token first, so that an anonymous request gets 401 with WWW-Authenticate (not 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "sessions_app.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -21,6 +21,7 @@ from django.utils import timezone
 from realtime import metrics
 from realtime.events import EventPayload, EventType, envelope, envelope_json
 from realtime.models import Event
+from realtime.sql import cached_sql, insert
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def session_group(session_id: UUID | str) -> str:
     return f"chorus.session.{UUID(str(session_id)).hex}"
 
 
+@cached_sql
 def _next_seq_sql() -> str:
     model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     table = connection.ops.quote_name(model._meta.db_table)
@@ -73,7 +75,7 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
                 data=payload.data,
             )
         )
-        event = Event.objects.create(
+        event = Event(
             session_id=session_uuid,
             seq=row[0],
             type=payload.type.value,
@@ -81,6 +83,7 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
             envelope=body,
             created_at=created_at,
         )
+        insert(event)  # event.save() without the ORM's compile step (realtime.sql)
         message = broadcast_message(event)
         transaction.on_commit(lambda: broadcast(session_uuid, message))
     return event

@@ -38,3 +38,55 @@ def fetch_one(sql: str, params: list[Any]) -> tuple | None:
 def cached_sql(build):
     """Build a statement once per process (the names never change at run time)."""
     return cache(build)
+
+
+class RowLoader:
+    """Model instances from a hand-written SELECT of all the model's concrete columns,
+    converted as the ORM converts them (a UUID from SQLite's text, JSON, aware datetimes).
+
+    Build one per model at first use (`cached_sql`); converters take the connection as an
+    argument, so one loader serves every thread.
+    """
+
+    def __init__(self, model: type[Model], alias: str) -> None:
+        fields = model._meta.concrete_fields
+        self.model = model
+        self.columns = ", ".join(f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields)
+        self.attnames = [f.attname for f in fields]
+        self.width = len(fields)
+        self.converters = []
+        for index, field in enumerate(fields):
+            col = field.get_col(model._meta.db_table)
+            for converter in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+                self.converters.append((index, converter, col))
+
+    def load(self, values: tuple | list) -> Model:
+        values = list(values)
+        for index, converter, col in self.converters:
+            values[index] = converter(values[index], col, connection)
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+
+@cache
+def _insert_plan(model: type[Model], vendor: str) -> tuple[str, list, bool]:
+    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
+    returning = len(fields) < len(model._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    sql = f"INSERT INTO {table(model)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+    if returning:
+        sql += f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    return sql, fields, returning
+
+
+def insert(instance: Model) -> None:
+    """`instance.save()` for a new row without the ORM's compile step (no signals: the hot
+    path's models have no receivers). Values go through each field's `pre_save` and
+    `get_db_prep_save`, as in `save()`, so what is stored is what `save()` would store."""
+    sql, fields, returning = _insert_plan(type(instance), connection.vendor)
+    params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if returning:
+            instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
