@@ -10,6 +10,7 @@ import django  # noqa: E402
 django.setup(set_prefix=False)
 
 from config.django_handler import SingleHopASGIHandler  # noqa: E402
+from config.runtime import tune_garbage_collector  # noqa: E402
 
 django_asgi_app = SingleHopASGIHandler()
 
@@ -31,3 +32,6 @@ application = ProtocolTypeRouter(
         "lifespan": lifespan_app,
     }
 )
+
+# Last, so that everything imported above is frozen.
+tune_garbage_collector()

@@ -212,6 +212,10 @@ CHORUS_STREAM_ACCESS_RULE = "sessions_app.selectors.stream_access"
 # lease renewal and the reaper) runs in every server process from then on.
 CHORUS_HUB_START_HOOKS = ["sessions_app.regenerations.runner.hub_started"]
 
+# Young-generation threshold of Python's garbage collector in server processes
+# (config.runtime.tune_garbage_collector says why); 0 keeps Python's default.
+CHORUS_GC_GEN0_THRESHOLD = env_int("CHORUS_GC_GEN0_THRESHOLD", 50_000)
+
 # --- Content limits ---------------------------------------------------------------------
 CHORUS_MAX_MESSAGE_CHARS = env_int("CHORUS_MAX_MESSAGE_CHARS", 32_000)
 

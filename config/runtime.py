@@ -1,0 +1,27 @@
+"""Process-wide tuning of the Python runtime for a server process."""
+
+from __future__ import annotations
+
+import gc
+
+from django.conf import settings
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what start-up allocated and collect the young generation less often.
+
+    A server process holds a few hundred thousand objects from its imports and then a
+    hundred or so per open stream. With Python's default threshold (700) the collector ran
+    so often that it took about a tenth of the CPU of opening a stream (py-spy: samples in
+    whichever allocation tipped it over). Frozen objects are never traversed again, and a
+    gen-0 threshold of 50,000 (CHORUS_GC_GEN0_THRESHOLD) leaves at most a few MB of
+    cyclic garbage waiting between collections. Reference counting still frees everything
+    else at once. 0 keeps Python's defaults.
+    """
+    threshold = settings.CHORUS_GC_GEN0_THRESHOLD
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(threshold, gen1, gen2)
