@@ -87,6 +87,7 @@ class PublishResult:
     started: float = 0.0  # wall clock
     finished: float = 0.0  # wall clock, last response
     late_ms: float = 0.0  # worst lag of a send behind its schedule
+    per_session: dict[str, int] = field(default_factory=dict)  # successful posts (one event each)
 
     @property
     def duration(self) -> float:
@@ -127,9 +128,11 @@ async def paced_publish(
     async def one(i: int) -> None:
         try:
             sent = time.perf_counter()
-            await api.post_message(sessions[i % len(sessions)], stamp(), index=i)
+            session = sessions[i % len(sessions)]
+            await api.post_message(session, stamp(), index=i)
             result.request_ms.append((time.perf_counter() - sent) * 1000)
             result.ok += 1
+            result.per_session[session] = result.per_session.get(session, 0) + 1
             result.finished = time.time()
         except Exception as exc:
             result.errors.append(repr(exc))
