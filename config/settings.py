@@ -202,6 +202,9 @@ CHORUS_STREAM_TICKET_SECONDS = 60
 # How often each process compares the newest ids in the database with what its hub has
 # delivered, to recover a last event whose channel-layer message was lost.
 CHORUS_RECONCILE_SECONDS = env_float("CHORUS_RECONCILE_SECONDS", 2.0)
+# Threads (and so at most this many database connections) per process for opening
+# streams, replay and gap fills (realtime.db says why they are not Channels' one thread).
+CHORUS_STREAM_DB_THREADS = env_int("CHORUS_STREAM_DB_THREADS", 4)
 # Events read per database round trip while replaying history to a reconnecting stream.
 CHORUS_REPLAY_PAGE_SIZE = env_int("CHORUS_REPLAY_PAGE_SIZE", 1000)
 # The model whose rows own event logs, and the rule that says who may read them: realtime

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from realtime import metrics, sse
+from realtime.db import stream_db
 from realtime.publish import BROADCAST_MESSAGE_TYPE, SESSION_CLOSED_MESSAGE_TYPE, session_group
 from realtime.replay import newest_event_ids, replay_rows
 
@@ -256,7 +256,7 @@ class Hub:
             if early:
                 after, up_to = self._seen.get(key, 0), min(early) - 1
                 try:
-                    rows = await database_sync_to_async(replay_rows)(
+                    rows = await stream_db(replay_rows)(
                         session_id=key, after=after, limit=settings.CHORUS_REPLAY_PAGE_SIZE, up_to=up_to
                     )
                 except Exception:
@@ -299,12 +299,12 @@ class Hub:
         keys = list(self._streams)
         if not keys:
             return
-        newest = await database_sync_to_async(newest_event_ids)(session_ids=keys)
+        newest = await stream_db(newest_event_ids)(session_ids=keys)
         for key in keys:
             suspect = self._suspects.pop(key, None)
             seen = self._seen.get(key, 0)
             if suspect is not None and suspect > seen and self._streams.get(key):
-                rows = await database_sync_to_async(replay_rows)(
+                rows = await stream_db(replay_rows)(
                     session_id=key, after=seen, limit=settings.CHORUS_REPLAY_PAGE_SIZE, up_to=suspect
                 )
                 if rows:

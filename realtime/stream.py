@@ -23,13 +23,13 @@ from collections import deque
 from urllib.parse import parse_qs
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from realtime import metrics, sse
 from realtime.access import Credentials, StreamRefused, StreamStart, stream_open
+from realtime.db import stream_db
 from realtime.eager import start_eagerly
 from realtime.hub import Hub, get_hub
 from realtime.replay import replay_rows
@@ -98,7 +98,7 @@ class SessionStream(AsyncHttpConsumer):
     async def dispatch(self, message: dict) -> None:
         # The base class closes stale database connections before every handler, a
         # thread hop per message; streams only touch the database inside
-        # database_sync_to_async, which does that itself.
+        # realtime.db.stream_db, which does that itself.
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -139,7 +139,7 @@ class SessionStream(AsyncHttpConsumer):
         hub = self._hub = get_hub()
         try:
             await hub.attach(self)  # from here on, live events are held in self._held
-            start: StreamStart = await database_sync_to_async(stream_open)(
+            start: StreamStart = await stream_db(stream_open)(
                 credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
             )
         except StreamRefused:
@@ -235,7 +235,7 @@ class SessionStream(AsyncHttpConsumer):
         try:
             while not self._closed:
                 up_to = max(seq for seq, _ in self._held) if self._held else None
-                rows = await database_sync_to_async(replay_rows)(
+                rows = await stream_db(replay_rows)(
                     session_id=self.session_key, after=self._last_seq, limit=self._page_size, up_to=up_to
                 )
                 if self._closed:
