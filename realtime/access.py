@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from functools import cache
 from uuid import UUID
 
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils.module_loading import import_string
 from rest_framework.authtoken.models import Token
 
-from realtime.replay import log_position, replay_rows
-from realtime.sql import cached_sql, column, fetch_one, table
+from realtime.replay import replay_rows
+from realtime.sql import cached_sql, column, db_value, fetch_one, table
 from realtime.tickets import TicketInvalid, ticket_verify
 
 
@@ -62,12 +63,19 @@ class StreamUser:
 
 @cached_sql
 def _user_sql(by_token: bool) -> str:
-    """The stream user's columns, looked up by token key or by primary key; active only."""
+    """The stream user's columns, looked up by token key or by primary key (active only),
+    and the session's newest event id (NULL if there is no such session): one round trip
+    answers both questions every opening asks."""
     User = get_user_model()
+    source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     pk, username, is_staff, is_active = (
         column(User, name) for name in (User._meta.pk.name, "username", "is_staff", "is_active")
     )
-    select = f"SELECT u.{pk}, u.{username}, u.{is_staff} FROM {table(User)} u"
+    newest = (
+        f"(SELECT s.{column(source, 'last_event_id')} FROM {table(source)} s"
+        f" WHERE s.{column(source, source._meta.pk.name)} = %s)"
+    )
+    select = f"SELECT u.{pk}, u.{username}, u.{is_staff}, {newest} FROM {table(User)} u"
     if by_token:
         select += f" JOIN {table(Token)} t ON t.{column(Token, 'user')} = u.{pk} WHERE t.{column(Token, 'key')} = %s"
     else:
@@ -75,43 +83,48 @@ def _user_sql(by_token: bool) -> str:
     return select + f" AND u.{is_active} = %s"
 
 
-def authenticate(*, credentials: Credentials, session_id: UUID) -> StreamUser:
-    """One query at most (none for a bad ticket), hand-written (realtime.sql says why)."""
+def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamUser, int | None]:
+    """The user, and the session's newest event id (None: no such session). One query at
+    most (none for a bad ticket), hand-written (realtime.sql says why)."""
+    source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
+    session_param = db_value(source, source._meta.pk.name, session_id)
     if credentials.user_id:
-        row = fetch_one(_user_sql(False), [credentials.user_id, True])
+        row = fetch_one(_user_sql(False), [session_param, credentials.user_id, True])
     elif credentials.token:
-        row = fetch_one(_user_sql(True), [credentials.token, True])
+        row = fetch_one(_user_sql(True), [session_param, credentials.token, True])
     else:
         try:
             user_id = ticket_verify(ticket=credentials.ticket or "", session_id=session_id)
         except TicketInvalid as exc:
             raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from exc
-        row = fetch_one(_user_sql(False), [user_id, True])
+        row = fetch_one(_user_sql(False), [session_param, user_id, True])
     if row is None:
         raise StreamRefused(401, "Invalid credentials.")
-    return StreamUser(pk=row[0], username=row[1], is_staff=bool(row[2]))
+    return StreamUser(pk=row[0], username=row[1], is_staff=bool(row[2])), row[3]
 
 
 def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None, page_size: int) -> StreamStart:
-    """Authenticate, authorize and read the session's log position (and, when resuming,
-    the first page of replay) in one database round trip. Raises StreamRefused."""
-    user = authenticate(credentials=credentials, session_id=session_id)
+    """Authenticate, authorize, and read the session's newest id and, when resuming, the
+    first page of replay: two or three short queries. Raises StreamRefused."""
+    user, newest = authenticate(credentials=credentials, session_id=session_id)
     if not _access_rule()(user_id=user.pk, is_staff=user.is_staff, session_id=session_id):
         raise StreamRefused(404, "Not found.")
-    try:
-        position = log_position(session_id=session_id, with_oldest=after is not None)
-    except LookupError as exc:
-        raise StreamRefused(404, "Not found.") from exc
+    if newest is None:
+        raise StreamRefused(404, "Not found.")
     rows: list[tuple[int, str, str]] = []
+    oldest = 1  # only meaningful when resuming
     if after is not None:
-        after = min(after, position.newest)  # an id above the newest means "the newest"
-        if after < position.newest:
+        after = min(after, newest)  # an id above the newest means "the newest"
+        if after < newest:
             rows = replay_rows(session_id=session_id, after=after, limit=page_size)
+            # The first page says whether history was pruned past the resume point: it
+            # starts right after it, or later (or is empty: nothing left at all).
+            oldest = rows[0][0] if rows else newest + 1
     return StreamStart(
         user_id=user.pk,
         username=user.username,
-        newest=position.newest,
-        oldest=position.oldest,
+        newest=newest,
+        oldest=oldest,
         after=after,
         rows=rows,
     )

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from django.apps import apps
 from django.conf import settings
+from django.db import connection
 from django.db.models import Min
 
 from realtime.events import envelope
@@ -73,8 +74,21 @@ def event_envelope(event: Event) -> dict:
 def replay_rows(
     *, session_id: UUID | str, after: int, limit: int, up_to: int | None = None
 ) -> list[tuple[int, str, str]]:
-    """Like `events_after`, as (id, type, envelope JSON) rows ready to frame."""
-    qs = Event.objects.filter(session_id=session_id, seq__gt=after)
+    """Like `events_after`, as (id, type, envelope JSON) rows ready to frame. Hand-written:
+    every reconnecting stream and every gap fill runs it (realtime.sql says why)."""
+    params = [db_value(Event, "session", UUID(str(session_id))), after]
     if up_to is not None:
-        qs = qs.filter(seq__lte=up_to)
-    return list(qs.order_by("seq").values_list("seq", "type", "envelope")[:limit])
+        params.append(up_to)
+    with connection.cursor() as cursor:
+        cursor.execute(_replay_sql(up_to is not None), [*params, limit])
+        return cursor.fetchall()
+
+
+@cached_sql
+def _replay_sql(bounded: bool) -> str:
+    seq = column(Event, "seq")
+    where = f"{column(Event, 'session')} = %s AND {seq} > %s" + (f" AND {seq} <= %s" if bounded else "")
+    return (
+        f"SELECT {seq}, {column(Event, 'type')}, {column(Event, 'envelope')} FROM {table(Event)}"
+        f" WHERE {where} ORDER BY {seq} LIMIT %s"
+    )

@@ -123,6 +123,25 @@ async def test_history_truncated_when_events_were_pruned(asgi_app, collab, alice
         assert [f.id for f in frames] == list(range(6, newest + 1))
 
 
+async def test_history_truncated_when_every_event_was_pruned(asgi_app, collab, alice, bob):
+    from realtime.models import Event
+
+    for i in range(3):
+        await post(session=collab, author=bob, content=f"m{i}")
+    newest = collab.last_event_id + 3
+    await database_sync_to_async(Event.objects.filter(session=collab).delete)()
+    headers = {**await database_sync_to_async(auth)(alice), "Last-Event-ID": "1"}
+    async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as s:
+        connected = await s.next_event()
+        assert connected.json["lastEventId"] == newest
+        notice = await s.next_event()
+        assert notice.event == "history_truncated"
+        assert notice.json == {"requested": 1, "oldestAvailable": newest + 1}
+        await post(session=collab, author=bob, content="after the prune")
+        live = await s.next_event()
+        assert live.id == newest + 1 and live.event == "message_created"
+
+
 async def test_keepalive_comment_after_idle_interval(asgi_app, collab, alice, settings):
     settings.CHORUS_KEEPALIVE_SECONDS = 0.2
     async with ASGIStream(asgi_app, stream_path(collab), headers=await database_sync_to_async(auth)(alice)) as s:
