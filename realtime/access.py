@@ -1,13 +1,16 @@
 """Who may open a stream: authentication of the request, then the configured access rule.
 
 realtime does not know what a session member is; settings.CHORUS_STREAM_ACCESS_RULE names
-a function `(*, user_id, is_staff, session_id) -> bool` supplied by the app that owns sessions.
+a function `(*, user: str, session: str) -> str`, supplied by the app that owns sessions,
+that returns the rule as an SQL condition on the user row and the session row (their
+aliases in the query below). A condition rather than a Python check, so that a stream
+opening asks the database one question, not two: in a reconnect storm every round trip
+costs CPU in the server and in PostgreSQL (measured: 0.2 ms of PostgreSQL CPU each).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from uuid import UUID
 
 from django.apps import apps
@@ -49,11 +52,6 @@ class StreamStart:
     rows: list[tuple[int, str, str]]  # the first replay page, when resuming
 
 
-@cache
-def _access_rule():
-    return import_string(settings.CHORUS_STREAM_ACCESS_RULE)
-
-
 @dataclass(frozen=True, slots=True)
 class StreamUser:
     pk: int
@@ -62,20 +60,21 @@ class StreamUser:
 
 
 @cached_sql
-def _user_sql(by_token: bool) -> str:
+def _opening_sql(by_token: bool) -> str:
     """The stream user's columns, looked up by token key or by primary key (active only),
-    and the session's newest event id (NULL if there is no such session): one round trip
-    answers both questions every opening asks."""
+    whether the access rule lets them read the session, and the session's newest event
+    id (NULL if there is no such session)."""
     User = get_user_model()
     source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     pk, username, is_staff, is_active = (
         column(User, name) for name in (User._meta.pk.name, "username", "is_staff", "is_active")
     )
-    newest = (
-        f"(SELECT s.{column(source, 'last_event_id')} FROM {table(source)} s"
-        f" WHERE s.{column(source, source._meta.pk.name)} = %s)"
+    may_read = import_string(settings.CHORUS_STREAM_ACCESS_RULE)(user="u", session="s")
+    select = (
+        f"SELECT u.{pk}, u.{username}, u.{is_staff}, s.{column(source, 'last_event_id')}, ({may_read})"
+        f" FROM {table(User)} u"
+        f" LEFT JOIN {table(source)} s ON s.{column(source, source._meta.pk.name)} = %s"
     )
-    select = f"SELECT u.{pk}, u.{username}, u.{is_staff}, {newest} FROM {table(User)} u"
     if by_token:
         select += f" JOIN {table(Token)} t ON t.{column(Token, 'user')} = u.{pk} WHERE t.{column(Token, 'key')} = %s"
     else:
@@ -83,33 +82,32 @@ def _user_sql(by_token: bool) -> str:
     return select + f" AND u.{is_active} = %s"
 
 
-def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamUser, int | None]:
-    """The user, and the session's newest event id (None: no such session). One query at
-    most (none for a bad ticket), hand-written (realtime.sql says why)."""
+def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamUser, bool, int | None]:
+    """The user, whether they may read the session, and its newest event id (None: no such
+    session). One query at most (none for a bad ticket), hand-written (realtime.sql)."""
     source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     session_param = db_value(source, source._meta.pk.name, session_id)
     if credentials.user_id:
-        row = fetch_one(_user_sql(False), [session_param, credentials.user_id, True])
+        row = fetch_one(_opening_sql(False), [session_param, credentials.user_id, True])
     elif credentials.token:
-        row = fetch_one(_user_sql(True), [session_param, credentials.token, True])
+        row = fetch_one(_opening_sql(True), [session_param, credentials.token, True])
     else:
         try:
             user_id = ticket_verify(ticket=credentials.ticket or "", session_id=session_id)
         except TicketInvalid as exc:
             raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from exc
-        row = fetch_one(_user_sql(False), [session_param, user_id, True])
+        row = fetch_one(_opening_sql(False), [session_param, user_id, True])
     if row is None:
         raise StreamRefused(401, "Invalid credentials.")
-    return StreamUser(pk=row[0], username=row[1], is_staff=bool(row[2])), row[3]
+    user = StreamUser(pk=row[0], username=row[1], is_staff=bool(row[2]))
+    return user, bool(row[4]), row[3]
 
 
 def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None, page_size: int) -> StreamStart:
     """Authenticate, authorize, and read the session's newest id and, when resuming, the
-    first page of replay: two or three short queries. Raises StreamRefused."""
-    user, newest = authenticate(credentials=credentials, session_id=session_id)
-    if not _access_rule()(user_id=user.pk, is_staff=user.is_staff, session_id=session_id):
-        raise StreamRefused(404, "Not found.")
-    if newest is None:
+    first page of replay: one short query, or two. Raises StreamRefused."""
+    user, may_read, newest = authenticate(credentials=credentials, session_id=session_id)
+    if not may_read or newest is None:
         raise StreamRefused(404, "Not found.")
     rows: list[tuple[int, str, str]] = []
     oldest = 1  # only meaningful when resuming

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
@@ -77,20 +78,15 @@ def messages_for_session(*, session: CollabSession) -> QuerySet[Message]:
     )
 
 
-def stream_access(*, user_id: int, is_staff: bool, session_id: UUID | str) -> bool:
-    """realtime's access rule (settings.CHORUS_STREAM_ACCESS_RULE): members and staff."""
-    if is_staff:
-        return True
-    # Hand-written: it runs for every stream opened (realtime.sql says why).
-    params = [db_value(Membership, "session", UUID(str(session_id))), user_id]
-    return fetch_one(_membership_sql(), params) is not None
-
-
-@cached_sql
-def _membership_sql() -> str:
+def stream_access(*, user: str, session: str) -> str:
+    """realtime's access rule (settings.CHORUS_STREAM_ACCESS_RULE), as an SQL condition on
+    the user row `user` and the session row `session`: members and staff may read. (No
+    session row, a NULL id, makes the membership test false; realtime answers 404.)"""
+    User = get_user_model()
     return (
-        f"SELECT 1 FROM {table(Membership)}"
-        f" WHERE {column(Membership, 'session')} = %s AND {column(Membership, 'user')} = %s"
+        f"{user}.{column(User, 'is_staff')} OR EXISTS (SELECT 1 FROM {table(Membership)} m"
+        f" WHERE m.{column(Membership, 'session')} = {session}.{column(CollabSession, 'id')}"
+        f" AND m.{column(Membership, 'user')} = {user}.{column(User, User._meta.pk.name)})"
     )
 
 
