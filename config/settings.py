@@ -123,6 +123,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env_int("CHORUS_DB_POOL_MAX", 20),
         "timeout": env_float("CHORUS_DB_POOL_TIMEOUT", 10),
     }
+    if env_bool("CHORUS_DB_PREPARED_STATEMENTS", True):
+        # Server-side binding lets psycopg prepare a statement after its 5th run on a
+        # connection; PostgreSQL then skips parsing and planning. Measured on the stream
+        # opening query: 0.38 -> 0.09 ms of PostgreSQL CPU. Django leaves this off for
+        # connection poolers: set CHORUS_DB_PREPARED_STATEMENTS=0 behind PgBouncer in
+        # transaction mode (older than 1.21, or without max_prepared_statements).
+        DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------
