@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Model, signals
 
 
 def table(model: type[Model]) -> str:
@@ -79,10 +79,15 @@ def _insert_plan(model: type[Model], vendor: str) -> tuple[str, list, bool]:
 
 
 def insert(instance: Model) -> None:
-    """`instance.save()` for a new row without the ORM's compile step (no signals: the hot
-    path's models have no receivers). Values go through each field's `pre_save` and
-    `get_db_prep_save`, as in `save()`, so what is stored is what `save()` would store."""
-    sql, fields, returning = _insert_plan(type(instance), connection.vendor)
+    """`instance.save()` for a new row without the ORM's compile step. Values go through
+    each field's `pre_save` and `get_db_prep_save`, as in `save()`, so what is stored is
+    what `save()` would store. A model with save signal receivers is saved by `save()`,
+    so that nobody's receiver is skipped."""
+    model = type(instance)
+    if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+        instance.save(force_insert=True)
+        return
+    sql, fields, returning = _insert_plan(model, connection.vendor)
     params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

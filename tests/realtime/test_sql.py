@@ -114,3 +114,20 @@ def test_hot_statements_are_prepared_on_postgresql(collab, alice):
     sql, _ = selectors._session_with_role()
     prepared = fetch_one("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [sql[:60] + "%"])
     assert prepared == (1,)
+
+
+def test_insert_falls_back_to_save_for_a_model_with_signal_receivers(collab, alice):
+    from django.db.models.signals import post_save
+
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.content, created))
+
+    post_save.connect(receiver, sender=Message)
+    try:
+        insert(Message(session=collab, author=alice, content="heard"))
+    finally:
+        post_save.disconnect(receiver, sender=Message)
+    assert seen == [("heard", True)]
+    assert Message.objects.filter(content="heard").count() == 1
