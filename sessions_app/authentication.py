@@ -10,6 +10,7 @@ tenth of that. Behaviour and messages are DRF's own.
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
@@ -30,7 +31,7 @@ def _token_user() -> tuple[str, RowLoader, RowLoader]:
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    def authenticate_credentials(self, key: str):
+    def authenticate_credentials(self, key: str) -> tuple[AbstractBaseUser, Token]:
         sql, tokens, users = _token_user()
         row = fetch_one(sql, [key])
         if row is None:
