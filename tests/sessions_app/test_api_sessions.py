@@ -228,3 +228,10 @@ def test_a_session_cookie_needs_the_csrf_token_to_write(alice):
     token = client.cookies["csrftoken"].value
     accepted = client.post(SESSIONS, {"title": "With CSRF"}, content_type="application/json", HTTP_X_CSRFTOKEN=token)
     assert accepted.status_code == 201
+
+
+def test_logging_in_in_a_browser_lands_on_a_page_that_exists(client, alice):
+    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-for-tests"}, follow=True)
+    assert response.redirect_chain[0][1] == 302
+    assert response.status_code == 200
+    assert response.request["PATH_INFO"] == "/api/docs/"

@@ -36,9 +36,7 @@ class Command(BaseCommand):
                 services.message_create(session=session, author=users["alice"], content="Welcome to Chorus!")
             elif not Membership.objects.filter(session=session, user=users["bob"]).exists():
                 services.member_add(session=session, username="bob", role=Role.EDITOR)
-        self.stdout.write(
-            f"Demo users (password {password!r}): alice (owner), bob (editor), staff (staff, /ops/ and /admin/)"
-        )
+        self.stdout.write(f"Demo users (password {password!r}): alice (owner), bob (editor), staff (staff: /admin/)")
         for name in ("alice", "bob"):
             token, _ = Token.objects.get_or_create(user=users[name])
             self.stdout.write(f"  {name}: Authorization: Token {token.key}")
