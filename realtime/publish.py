@@ -21,7 +21,7 @@ from django.utils import timezone
 from realtime import metrics
 from realtime.events import EventPayload, EventType, envelope, envelope_json
 from realtime.models import Event
-from realtime.sql import cached_sql, insert
+from realtime.sql import cached_sql, db_value, insert
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
     # SAVEPOINT/RELEASE pair would be two more round trips on every event.
     with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
-            pk_field = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)._meta.pk
-            cursor.execute(_next_seq_sql(), [pk_field.get_db_prep_value(session_uuid, connection)])
+            source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
+            cursor.execute(_next_seq_sql(), [db_value(source, source._meta.pk.name, session_uuid)])
             row = cursor.fetchone()
         if row is None:
             raise LookupError(f"session {session_uuid} does not exist")

@@ -28,16 +28,13 @@ def _newest_sql() -> str:
     return f"SELECT {column(model, 'last_event_id')} FROM {table(model)} WHERE {pk} = %s"
 
 
-def log_position(*, session_id: UUID | str, with_oldest: bool = True) -> LogPosition:
-    """Raises LookupError if the session does not exist. Without `with_oldest` (a stream
-    that does not resume) `oldest` is not read and reported as 1."""
+def log_position(*, session_id: UUID | str) -> LogPosition:
+    """Raises LookupError if the session does not exist."""
     model = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     row = fetch_one(_newest_sql(), [db_value(model, model._meta.pk.name, UUID(str(session_id)))])
     if row is None:
         raise LookupError(f"session {session_id} does not exist")
     newest = row[0]
-    if not with_oldest:
-        return LogPosition(newest=newest, oldest=1)
     oldest = Event.objects.filter(session_id=session_id).aggregate(m=Min("seq"))["m"]
     return LogPosition(newest=newest, oldest=oldest if oldest is not None else newest + 1)
 

@@ -36,18 +36,8 @@ def async_client_for(cluster, index: int, user: str | None = None) -> httpx.Asyn
 def new_session(cluster, *, editors=("bob",), viewers=("carol",)) -> dict:
     with client_for(cluster, 0, "alice") as api:
         session = api.post("/api/v1/sessions/", json={"title": "cross-process"}).json()
-        for name in editors:
-            assert (
-                api.post(
-                    f"/api/v1/sessions/{session['id']}/members/", json={"username": name, "role": "editor"}
-                ).status_code
-                == 201
-            )
-        for name in viewers:
-            assert (
-                api.post(
-                    f"/api/v1/sessions/{session['id']}/members/", json={"username": name, "role": "viewer"}
-                ).status_code
-                == 201
-            )
+        members = [(name, "editor") for name in editors] + [(name, "viewer") for name in viewers]
+        for name, role in members:
+            body = {"username": name, "role": role}
+            assert api.post(f"/api/v1/sessions/{session['id']}/members/", json=body).status_code == 201
         return api.get(f"/api/v1/sessions/{session['id']}/").json()
