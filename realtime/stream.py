@@ -184,8 +184,9 @@ class SessionStream(AsyncHttpConsumer):
         user_id = user.pk if user is not None and user.is_authenticated else None
         token = None
         authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
-        if authorization[:6].lower() == "token ":
-            token = authorization[6:].strip() or None
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() in ("token", "bearer"):
+            token = value.strip() or None
         ticket = (query.get("ticket") or [None])[-1]
         return Credentials(user_id=user_id, token=token, ticket=ticket)
 

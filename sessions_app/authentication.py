@@ -31,6 +31,22 @@ def _token_user() -> tuple[str, RowLoader, RowLoader]:
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
+    """`Authorization: Token <key>`, or `Bearer <key>` as OpenAI SDKs send it (CONTRACT §2)."""
+
+    keywords = ("token", "bearer")
+
+    def authenticate(self, request):
+        parts = authentication.get_authorization_header(request).split()
+        if not parts or parts[0].decode("latin-1").lower() not in self.keywords:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(_("Invalid token header. Credentials must be one word."))
+        try:
+            key = parts[1].decode()
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed(_("Invalid token header. It must not contain invalid characters."))
+        return self.authenticate_credentials(key)
+
     def authenticate_credentials(self, key: str) -> tuple[AbstractBaseUser, Token]:
         sql, tokens, users = _token_user()
         row = fetch_one(sql, [key])

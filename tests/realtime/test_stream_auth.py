@@ -76,6 +76,11 @@ async def test_authorization_token_opens_the_stream(asgi_app, collab, bob):
     await assert_opens(asgi_app, collab.pk, bob, headers=await token_header(bob))
 
 
+async def test_a_bearer_token_opens_the_stream(asgi_app, collab, bob):
+    token = (await token_header(bob))["Authorization"].split()[1]
+    await assert_opens(asgi_app, collab.pk, bob, headers={"Authorization": f"Bearer {token}"})
+
+
 async def test_stream_ticket_opens_the_stream(asgi_app, api, collab, bob):
     ticket = await ticket_for(api, bob, collab)
     await assert_opens(asgi_app, collab.pk, bob, query={"ticket": ticket})

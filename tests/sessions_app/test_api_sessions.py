@@ -32,6 +32,15 @@ def test_token_login_returns_a_token_that_authenticates(api, alice):
     assert client.get(SESSIONS).status_code == 200
 
 
+def test_a_bearer_token_authenticates_as_openai_sdks_send_it(api, alice):
+    token = api().post("/api/v1/auth/token/", {"username": "alice", "password": "pw-for-tests"}).json()["token"]
+    client = api()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get(SESSIONS).status_code == 200
+    client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert client.get(SESSIONS).status_code == 401
+
+
 @pytest.mark.parametrize(
     "body",
     [
