@@ -223,6 +223,13 @@ CHORUS_STREAM_ACCESS_RULE = "sessions_app.selectors.stream_access"
 # lease renewal and the reaper) runs in every server process from then on.
 CHORUS_HUB_START_HOOKS = ["sessions_app.regenerations.runner.hub_started"]
 
+# The worker registry (realtime.workers): each process records a heartbeat this often
+# (0 turns it off); one silent for STALE seconds is shown as gone and no longer counts,
+# and its row is deleted after FORGET seconds.
+CHORUS_WORKER_HEARTBEAT_SECONDS = env_float("CHORUS_WORKER_HEARTBEAT_SECONDS", 5)
+CHORUS_WORKER_STALE_SECONDS = env_float("CHORUS_WORKER_STALE_SECONDS", 20)
+CHORUS_WORKER_FORGET_SECONDS = env_float("CHORUS_WORKER_FORGET_SECONDS", 600)
+
 # Young-generation threshold of Python's garbage collector in server processes
 # (config.runtime.tune_garbage_collector says why); 0 keeps Python's default.
 CHORUS_GC_GEN0_THRESHOLD = env_int("CHORUS_GC_GEN0_THRESHOLD", 50_000)

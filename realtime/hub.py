@@ -25,6 +25,7 @@ from realtime import metrics, sse
 from realtime.db import stream_db
 from realtime.publish import BROADCAST_MESSAGE_TYPE, SESSION_CLOSED_MESSAGE_TYPE, session_group
 from realtime.replay import newest_event_ids, replay_rows
+from realtime.workers import SessionLoad, worker_heartbeat, worker_unregister
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Hub:
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         self._filling: set[str] = set()
         self._process_groups: set[str] = set()
+        self._heartbeat: asyncio.Task | None = None
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         """A process-wide task, in a fresh context. Tasks copy the context they are created
@@ -93,6 +95,8 @@ class Hub:
     async def _start(self) -> None:
         self.channel = await self.layer.new_channel("chorus.hub.")
         self._reader = self._spawn(self._read_loop(), "chorus-hub-reader")
+        if settings.CHORUS_WORKER_HEARTBEAT_SECONDS > 0:
+            self._heartbeat = self._spawn(self._heartbeat_loop(), "chorus-hub-heartbeat")
         # Apps that need a per-process presence from start-up (e.g. the regeneration
         # reaper) plug in here: each hook is called with the hub and must not block.
         for hook in getattr(settings, "CHORUS_HUB_START_HOOKS", ()):
@@ -106,10 +110,16 @@ class Hub:
         for streams in list(self._streams.values()):
             for stream in list(streams):
                 stream.shutdown()
-        for task in (self._reader, self._sweeper, *self._background):
+        for task in (self._reader, self._sweeper, self._heartbeat, *self._background):
             if task is not None:
                 task.cancel()
-        self._reader = self._sweeper = None
+        if self._heartbeat is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await stream_db(worker_unregister)()
+            except Exception:
+                logger.warning("could not remove this process from the worker registry", exc_info=True)
+        self._reader = self._sweeper = self._heartbeat = None
         self._started = None
 
     # --- membership -------------------------------------------------------------------
@@ -333,6 +343,19 @@ class Hub:
                 except Exception:
                     logger.exception("reconciliation with the database failed")
 
+    async def _heartbeat_loop(self) -> None:
+        """Tell the worker registry, every CHORUS_WORKER_HEARTBEAT_SECONDS, that this
+        process is alive and what it serves. A failed beat is logged and retried; it must
+        never stop the loop (a process that stops beating is shown as gone)."""
+        while True:
+            try:
+                await stream_db(worker_heartbeat)(sessions=self.session_loads(), connections=self.stream_count())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("worker heartbeat failed; retrying", exc_info=True)
+            await asyncio.sleep(settings.CHORUS_WORKER_HEARTBEAT_SECONDS)
+
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed probe budget)
         """A round trip through the channel layer to this hub's own channel (readiness)."""
         await self.start()
@@ -351,6 +374,18 @@ class Hub:
 
     def session_counts(self) -> dict[str, int]:
         return {key: len(streams) for key, streams in self._streams.items()}
+
+    def session_loads(self) -> dict[str, SessionLoad]:
+        """Per session with local streams: how many, and how many per user (streams still
+        opening, whose user is not known yet, count as streams only)."""
+        loads = {}
+        for key, streams in self._streams.items():
+            users: dict[str, int] = {}
+            for stream in streams:
+                if stream.username:
+                    users[stream.username] = users.get(stream.username, 0) + 1
+            loads[key] = SessionLoad(streams=len(streams), users=users)
+        return loads
 
     def joined_groups(self) -> set[str]:
         return set(self._joined)

@@ -28,3 +28,23 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id}#{self.seq} {self.type}"
+
+
+class Worker(models.Model):
+    """A server process of the cluster, as its last heartbeat described it (realtime.workers)."""
+
+    id = models.CharField(max_length=200, primary_key=True)  # "host:pid:nonce"
+    host = models.CharField(max_length=150)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    connections = models.PositiveIntegerField(default=0)
+    rss_mb = models.FloatField(default=0)
+    # {session id: {"streams": n, "users": {username: n}}}: what this process serves.
+    sessions = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-started_at", "id"]
+
+    def __str__(self) -> str:
+        return self.id

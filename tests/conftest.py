@@ -52,6 +52,9 @@ def pytest_configure(config) -> None:
     settings.DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
     # The default PBKDF2 hasher costs ~0.3 s per user created; tests create hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # In-process hubs come and go with each test's event loop; their heartbeats would write
+    # to databases that tests do not expect to be written. Registry tests turn it on.
+    settings.CHORUS_WORKER_HEARTBEAT_SECONDS = 0
 
 
 @pytest.fixture(scope="session")
