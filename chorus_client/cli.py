@@ -77,7 +77,7 @@ class TailPrinter:
     def event(self, event: Event, message: Message | None) -> None:
         kind = event.type
         if kind == "regeneration_progress":
-            if self.tty and message is not None:
+            if self.tty and message is not None and message.status == "streaming":
                 self.live = message
                 self._draw_live()
             return

@@ -113,15 +113,17 @@ class Conversation:
 
     def _on_regeneration_progress(self, data: dict[str, Any]) -> Message:
         message = self._message(data)
-        message.status = "streaming"
-        message.progress = data.get("progress", message.progress)
         offset, delta = int(data["offset"]), data["delta"]
         content = message.content
         end = offset + len(delta)
+        if content[offset:end] == delta:
+            return message  # already there: a repeat, or text a REST load already held
         if offset > len(content):
             message.gap = True  # text before this delta is missing; message_regenerated will bring it
-        elif content[offset:end] != delta:
+        else:
             message.content = content[:offset] + delta
+        message.status = "streaming"
+        message.progress = data.get("progress", message.progress)
         return message
 
     def _on_message_regenerated(self, data: dict[str, Any]) -> Message:
