@@ -60,6 +60,7 @@ def run_tail(out, from_id=None) -> FakeServer:
         Client("http://chorus.test", token="t0", transport=transport, backoff=Backoff()) as client,
         pytest.raises(StopFollowing),
     ):
+        client._sleep = lambda seconds: None  # the script ends after one stream: no need to wait
         tail(client, SESSION, from_id, TailPrinter(out, tty=out.isatty(), width=60))
     return server
 
