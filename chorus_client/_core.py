@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
-from chorus_client.errors import ChorusError, error_for
+from chorus_client.errors import ChorusError, Unauthorized, error_for
 from chorus_client.events import Event
 
 T = TypeVar("T")
@@ -91,6 +91,10 @@ class Core:
         response = yield Call(
             "POST", "auth/token/", json={"username": self.username, "password": self.password}, auth=False
         )
+        if response.status_code == 400:
+            # DRF answers wrong credentials with 400; to a program it is a refused login.
+            error = error_for(400, response.content, response.headers)
+            raise Unauthorized(error.detail, status=400)
         body = decode(response)
         self.token = body["token"]
         # Older servers answer without expiresAt: the token is then renewed only on a 401.
@@ -135,6 +139,14 @@ class Core:
 
     def session(self, session_id: str) -> Plan[dict[str, Any]]:
         return (yield from self.call(Call("GET", f"sessions/{_segment(session_id)}/")))
+
+    def add_member(self, session_id: str, username: str, role: str) -> Plan[dict[str, Any]]:
+        body = {"username": username, "role": role}
+        return (yield from self.call(Call("POST", f"sessions/{_segment(session_id)}/members/", json=body)))
+
+    def remove_member(self, session_id: str, username: str) -> Plan[None]:
+        path = f"sessions/{_segment(session_id)}/members/{_segment(username)}/"
+        return (yield from self.call(Call("DELETE", path)))
 
     def messages(self, session_id: str) -> Plan[MessageList]:
         results, first = yield from self.pages(f"sessions/{_segment(session_id)}/messages/")

@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from chorus_client._core import Core
-from chorus_client.errors import AccessRevoked, ChorusError, ConnectionFailed, RateLimited, Unauthorized, error_for
+from chorus_client.errors import AccessRevoked, ChorusError, ConnectionFailed, RateLimited, error_for
 from chorus_client.events import Connected, ControlEvent, Event, control_event, stored_event
 
 logger = logging.getLogger("chorus_client")
@@ -176,12 +176,10 @@ class FollowState:
 
     def login_failed(self, error: ChorusError) -> None:
         """A login for the stream failed: retry later if the server was unreachable or
-        throttled us; otherwise (wrong password, 401/400) there is no point."""
+        throttled us; otherwise (a wrong password: Unauthorized) there is no point."""
         if isinstance(error, ConnectionFailed | RateLimited) or (error.status or 0) >= 500:
             self.failed(error)
             return
-        if isinstance(error, Unauthorized) or error.status == 400:
-            raise Unauthorized(f"login failed: {error.detail}", status=error.status) from error
         raise error
 
 

@@ -134,6 +134,14 @@ class Client(_Base):
     def session(self, session_id: str) -> dict[str, Any]:
         return self._run(self._core.session(session_id))
 
+    def add_member(self, session_id: str, username: str, role: str = "editor") -> dict[str, Any]:
+        """Owner only: add a member with role `owner`, `editor` or `viewer`."""
+        return self._run(self._core.add_member(session_id, username, role))
+
+    def remove_member(self, session_id: str, username: str) -> None:
+        """Owner only: remove a member; their open streams end with `access_revoked`."""
+        return self._run(self._core.remove_member(session_id, username))
+
     def messages(self, session_id: str) -> MessageList:
         """Every message, in order (all pages); `.last_event_id` is where to follow from."""
         return self._run(self._core.messages(session_id))
@@ -269,6 +277,12 @@ class AsyncClient(_Base):
 
     async def session(self, session_id: str) -> dict[str, Any]:
         return await self._run(self._core.session(session_id))
+
+    async def add_member(self, session_id: str, username: str, role: str = "editor") -> dict[str, Any]:
+        return await self._run(self._core.add_member(session_id, username, role))
+
+    async def remove_member(self, session_id: str, username: str) -> None:
+        return await self._run(self._core.remove_member(session_id, username))
 
     async def messages(self, session_id: str) -> MessageList:
         return await self._run(self._core.messages(session_id))

@@ -20,7 +20,8 @@ class ChorusError(Exception):
 
 
 class Unauthorized(ChorusError):
-    """401: no credentials, a wrong, expired or revoked token, or a refused login."""
+    """401: no credentials, a wrong, expired or revoked token; also a refused login (which
+    DRF answers with 400: `status` says which)."""
 
 
 class Forbidden(ChorusError):
