@@ -288,3 +288,30 @@ def test_tail_command_prints_events_and_one_final_line_per_answer(cluster):
         stderr = proc.stderr.read()
     assert proc.returncode == 130
     assert "Traceback" not in stderr
+
+
+def test_keepalives_keep_a_quiet_stream_open_past_the_read_timeout(cluster):
+    """The server sends `: keepalive` every second here; a read timeout of 2.5 s must not
+    fire on a stream that is quiet for 5 s, and the comments are never yielded."""
+    with Client(cluster.urls[0], username="alice", password="pw", read_timeout=2.5) as alice:
+        sid = alice.create_session("quiet")["id"]
+
+        def post() -> None:  # from another thread: a client of its own
+            with Client(cluster.urls[1], username="alice", password="pw") as poster:
+                poster.post_message(sid, "after the quiet")
+
+        later = threading.Timer(5.0, post)
+        items = []
+        started = time.monotonic()
+        try:
+            for item in alice.follow(sid):
+                items.append(item)
+                if isinstance(item, Connected):
+                    later.start()
+                elif isinstance(item, Event):
+                    break
+        finally:
+            later.cancel()
+    assert time.monotonic() - started >= 5
+    assert [type(item).__name__ for item in items] == ["Connected", "Event"]
+    assert items[1].data["content"] == "after the quiet"
