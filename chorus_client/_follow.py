@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent
@@ -66,7 +67,7 @@ class FollowState:
         if last_event_id is not None and last_event_id < 0:
             raise ValueError("last_event_id must be a non-negative integer")
         self.session_id = session_id
-        self.path = f"/sse/sessions/{session_id}/"
+        self.path = f"/sse/sessions/{quote(session_id, safe='')}/"
         self.backoff = backoff
         self.rng = rng or random.Random()
         # Sent as Last-Event-ID. None until known: then the first stream has only live
