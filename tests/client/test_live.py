@@ -26,6 +26,7 @@ from chorus_client import (
     Conversation,
     Event,
     Forbidden,
+    HistoryTruncated,
     NotFound,
     Unauthorized,
 )
@@ -315,3 +316,19 @@ def test_keepalives_keep_a_quiet_stream_open_past_the_read_timeout(cluster):
     assert time.monotonic() - started >= 5
     assert [type(item).__name__ for item in items] == ["Connected", "Event"]
     assert items[1].data["content"] == "after the quiet"
+
+
+def test_a_pruned_history_is_surfaced_then_the_replay_continues(cluster):
+    with Client(cluster.urls[0], username="alice", password="pw", **FAST) as alice:
+        sid = alice.create_session("pruned")["id"]  # event 1
+        _post(alice, sid, "old", 5)  # events 2..6
+        cluster.manage_script(f"from realtime.retention import events_prune; events_prune(session_id={sid!r}, keep=2)")
+        items = []
+        for item in alice.follow(sid, last_event_id=0):
+            items.append(item)
+            if isinstance(item, Event) and item.id == 6:
+                break
+    truncated = [item for item in items if isinstance(item, HistoryTruncated)]
+    assert len(truncated) == 1 and (truncated[0].requested, truncated[0].oldest_available) == (0, 5)
+    assert [item.id for item in items if isinstance(item, Event)] == [5, 6]
+    assert items.index(truncated[0]) < next(i for i, item in enumerate(items) if isinstance(item, Event))
