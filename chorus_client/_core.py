@@ -97,10 +97,16 @@ class Core:
             raise Unauthorized(error.detail, status=400)
         body = decode(response)
         self.token = body["token"]
-        # Older servers answer without expiresAt: the token is then renewed only on a 401.
-        expires = body.get("expiresAt")
-        self.expires_at = dt.datetime.fromisoformat(expires) if expires else None
+        self.expires_at = _expiry(body.get("expiresAt"))
         return self.token
+
+    def logout(self) -> Plan[None]:
+        """Revoke the token in use on the server (CONTRACT §2) and forget it."""
+        if self.token:
+            response = yield Call("POST", "auth/logout/")
+            if response.status_code != 401:  # already expired or revoked: nothing left to do
+                decode(response)
+        self.token, self.expires_at = None, None
 
     def call(self, call: Call) -> Plan[Any]:
         """One authenticated request: logs in first when needed, and once more (then
@@ -181,6 +187,18 @@ class Core:
 
     def stream_ticket(self, session_id: str) -> Plan[dict[str, Any]]:
         return (yield from self.call(Call("POST", f"sessions/{_segment(session_id)}/stream-ticket/")))
+
+
+def _expiry(value: Any) -> dt.datetime | None:
+    """`expiresAt` as an aware datetime. Older servers send none (the token is then renewed
+    only on a 401); one the client cannot read is treated the same way."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def decode(response: httpx.Response) -> Any:

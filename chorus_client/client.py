@@ -124,6 +124,11 @@ class Client(_Base):
         """Obtain a token with the username and password; returns it (also kept for later calls)."""
         return self._run(self._core.login())
 
+    def logout(self) -> None:
+        """Revoke the token on the server (`POST auth/logout/`) and forget it; with a
+        username and password the next call logs in again."""
+        return self._run(self._core.logout())
+
     def sessions(self) -> list[dict[str, Any]]:
         """The caller's sessions, every page."""
         return self._run(self._core.sessions())
@@ -268,6 +273,9 @@ class AsyncClient(_Base):
 
     async def login(self) -> str:
         return await self._run(self._core.login())
+
+    async def logout(self) -> None:
+        return await self._run(self._core.logout())
 
     async def sessions(self) -> list[dict[str, Any]]:
         return await self._run(self._core.sessions())

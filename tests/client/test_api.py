@@ -213,6 +213,39 @@ def test_login_reads_expires_at_and_copes_without_it():
         assert client.login() == "old-server" and client.expires_at is None
 
 
+def test_expires_at_that_is_naive_or_unreadable_does_not_break_login():
+    answers = [
+        httpx.Response(200, json={"token": "a", "expiresAt": "2026-12-30T07:00:00"}),
+        httpx.Response(200, json={"token": "b", "expiresAt": "next tuesday"}),
+    ]
+    transport = httpx.MockTransport(lambda request: answers.pop(0))
+    with Client("http://chorus.test", username="a", password="b", transport=transport) as client:
+        client.login()
+        assert client.expires_at == dt.datetime(2026, 12, 30, 7, tzinfo=dt.UTC)
+        client.login()
+        assert client.token == "b" and client.expires_at is None
+
+
+def test_logout_revokes_the_token_and_forgets_it(call):
+    seen = []
+
+    def handler(request):
+        seen.append((request.method, request.url.path, request.headers.get("authorization")))
+        return httpx.Response(204)
+
+    def sync_logout(client):
+        client.logout()
+        return client.token
+
+    async def async_logout(client):
+        await client.logout()
+        return client.token
+
+    token_after = call(handler, lambda c: async_logout(c) if isinstance(c, AsyncClient) else sync_logout(c))
+    assert seen == [("POST", "/api/v1/auth/logout/", "Token t0")]
+    assert token_after is None
+
+
 def test_a_token_about_to_expire_is_renewed_before_the_request():
     tokens = []
 
