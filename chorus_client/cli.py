@@ -30,6 +30,27 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _summary(event: Event) -> str:
+    """A readable rest of the line for the event types people watch; JSON for the others."""
+    data = event.data
+    try:
+        if event.type in ("member_joined", "member_left"):
+            return f"{data['username']} ({data['role']})"
+        if event.type == "thought_process_start":
+            return f"thinking about: {data['thinkingAbout']}"
+        if event.type == "thought_process_step":
+            return f"{data['step']}. {data['reasoning']}"
+        if event.type == "thought_process_complete":
+            return str(data["conclusion"])
+        if event.type == "session_updated":
+            return f"title: {data['title']}"
+        if event.type == "system":
+            return str(data["message"])
+    except (KeyError, TypeError):
+        pass  # a shape this client does not know: show it as it came
+    return json.dumps(data, ensure_ascii=False)
+
+
 class TailPrinter:
     """Turns events into lines on `out`; keeps at most one live (rewritten) line on a TTY."""
 
@@ -96,7 +117,7 @@ class TailPrinter:
                 self.live = message
                 self._draw_live()
             return
-        self.line(f"#{event.id} {kind} {json.dumps(event.data, ensure_ascii=False)}")
+        self.line(f"#{event.id} {kind} {_summary(event)}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,12 +3,13 @@ in test_live.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import httpx
 import pytest
 
-from chorus_client import Backoff, Client
+from chorus_client import Backoff, Client, Event
 from chorus_client.cli import TailPrinter, main, tail
 from tests.client.fake_server import RETRY, SESSION, FakeServer, StopFollowing, connection, stored, stream
 
@@ -98,6 +99,25 @@ def test_on_a_tty_the_answer_is_rewritten_in_place():
         "#2 message_created alice: plan?",
         "#3 message_regenerating a1",
         "#7 message_regenerated assistant: Voilà, a plan 🚀",
+    ]
+
+
+def test_other_events_get_a_readable_line():
+    out = io.StringIO()
+    printer = TailPrinter(out, tty=False)
+    moment = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+    for seq, type_, data in [
+        (1, "member_joined", {"username": "bob", "role": "editor"}),
+        (2, "thought_process_step", {"messageId": "a1", "taskId": "t", "step": 2, "reasoning": "Pick the key terms."}),
+        (3, "system", {"message": "Maintenance at 10:00"}),
+        (4, "brand_new_type", {"anything": [1, 2]}),
+    ]:
+        printer.event(Event(id=seq, type=type_, session_id=SESSION, timestamp=moment, data=data), None)
+    assert out.getvalue().splitlines() == [
+        "#1 member_joined bob (editor)",
+        "#2 thought_process_step 2. Pick the key terms.",
+        "#3 system Maintenance at 10:00",
+        '#4 brand_new_type {"anything": [1, 2]}',
     ]
 
 
