@@ -80,6 +80,7 @@ class FollowState:
         self.interrupted = False  # the current stream must be left now (access_revoked)
         self._logged_in = False  # a login since the last stream opened (a second 401 is final)
         self._revoked = False  # access_revoked seen: the next refusal is final
+        self._revoked_again = False  # access_revoked and no event since: another one is final
 
     @property
     def base(self) -> float:
@@ -111,14 +112,18 @@ class FollowState:
             if event.id <= self.last_yielded:
                 return []  # a replay overlapping what was yielded: never twice
             self.last_yielded = self.resume = event.id
+            self._revoked_again = False
             return [event]
         if sse.event == "message" and not sse.data:
             return []  # a block with only `retry:` (or only an `id:`)
         if sse.event == "access_revoked":
             # Connect once more: with a fresh login (a token that expired or was revoked)
             # access may come back; if the server refuses, follow() raises AccessRevoked.
+            if self._revoked_again:
+                # The server let us in and revoked again at once: no point in a loop.
+                raise self._access_revoked("the server revoked access again")
             logger.info("stream of session %s: access_revoked; checking access once more", self.session_id)
-            self._revoked = True
+            self._revoked = self._revoked_again = True
             self.interrupted = True
             return []
         control = control_event(sse.event, sse.data)
@@ -165,15 +170,18 @@ class FollowState:
             self._logged_in = True
             return Refusal.LOGIN
         if self._revoked and status in (401, 403, 404):
-            raise AccessRevoked(
-                f"access to session {self.session_id} was revoked ({error.detail})",
-                session_id=self.session_id,
-                last_event_id=self.resume,
-            ) from error
+            raise self._access_revoked(error.detail) from error
         if status in (408, 429) or status >= 500:
             self.failed(error)
             return Refusal.RETRY
         raise error
+
+    def _access_revoked(self, reason: str) -> AccessRevoked:
+        return AccessRevoked(
+            f"access to session {self.session_id} was revoked ({reason})",
+            session_id=self.session_id,
+            last_event_id=self.resume,
+        )
 
     def login_failed(self, error: ChorusError) -> None:
         """A login for the stream failed: retry later if the server was unreachable or

@@ -221,6 +221,20 @@ def test_access_revoked_for_an_expired_token_is_survived_by_logging_in(flavor):
     assert server.logins == 2
 
 
+def test_access_revoked_again_right_after_reopening_is_final(flavor):
+    revoked = control("access_revoked", sessionId=SESSION)
+    server = FakeServer(
+        [
+            stream(RETRY, connection(1), stored(1), revoked),
+            stream(RETRY, connection(1), revoked),  # let in, and revoked at once: no loop
+            stream(RETRY, connection(1), stored(2)),
+        ]
+    )
+    items, sleeps, error = follow(flavor, server, last_event_id=0)
+    assert isinstance(error, AccessRevoked) and error.last_event_id == 1
+    assert ids(items) == [1] and len(server.stream_requests) == 2 and sleeps == []
+
+
 def test_refused_from_the_start_raises_the_typed_error(flavor):
     _, _, error = follow(flavor, FakeServer([refuse(404, "Not found.")]))
     assert isinstance(error, NotFound) and error.status == 404
