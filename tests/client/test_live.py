@@ -39,15 +39,19 @@ FAST = {"read_timeout": 5.0, "backoff": Backoff(initial=0.2, maximum=0.5)}
 
 
 class FailureSeen(logging.Handler):
-    """Set when follow() logs a failed (re)connection: the outage has been noticed."""
+    """`seen` is set once follow() has logged two failed connections: the broken stream
+    (or the refused first attempt) and at least one more refused attempt during the outage."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: int = 2) -> None:
         super().__init__(logging.WARNING)
+        self.count = count
         self.seen = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         if "failed" in record.getMessage():
-            self.seen.set()
+            self.count -= 1
+            if self.count <= 0:
+                self.seen.set()
 
 
 @pytest.fixture
