@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from chorus_client.client import Client
 from chorus_client.conversation import Conversation, Message
@@ -164,8 +164,14 @@ def tail(client: Client, session_id: str, from_id: int | None, printer: TailPrin
 
 
 def main(
-    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, environ: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+    transport: Any = None,
 ) -> int:
+    """The command line; returns the exit status. `stdout`, `environ` and `transport` (for
+    httpx) are for tests."""
     environ = os.environ if environ is None else environ
     out = stdout or sys.stdout
     args = _parser().parse_args(argv)
@@ -177,7 +183,7 @@ def main(
     base_url = args.base_url or environ.get("CHORUS_URL") or DEFAULT_URL
     tty = bool(getattr(out, "isatty", lambda: False)())
     printer = TailPrinter(out, tty=tty, width=shutil.get_terminal_size().columns)
-    client = Client(base_url, **credentials)
+    client = Client(base_url, **credentials, transport=transport)
     try:
         tail(client, args.session_id, args.from_id, printer)
     except KeyboardInterrupt:

@@ -126,3 +126,21 @@ def test_credentials_are_required_and_unambiguous(capsys):
     assert "credentials needed" in capsys.readouterr().err
     assert main(["tail", SESSION, "--token", "t", "--username", "u"], environ={}) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_url_and_token_come_from_the_environment():
+    server = FakeServer([stream(RETRY, connection(4), error=StopFollowing())])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/messages/"):
+            return httpx.Response(200, json={"count": 0, "next": None, "results": [], "lastEventId": 4})
+        return server(request)
+
+    out = io.StringIO()
+    environ = {"CHORUS_URL": "http://env.chorus.test:8123", "CHORUS_TOKEN": "from-env"}
+    with pytest.raises(StopFollowing):  # the script's end; a real stream goes on until Ctrl-C
+        main(["tail", SESSION], stdout=out, environ=environ, transport=httpx.MockTransport(handler))
+    (request,) = server.stream_requests
+    assert str(request.url) == f"http://env.chorus.test:8123/sse/sessions/{SESSION}/"
+    assert request.headers["authorization"] == "Token from-env" and request.headers["last-event-id"] == "4"
+    assert out.getvalue() == f"* connected to session {SESSION} (newest event 4)\n"
