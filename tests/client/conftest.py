@@ -30,6 +30,19 @@ def cluster(postgres_url, redis_url):
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def logins(cluster) -> dict[str, dict[str, str]]:
+    """Client credentials per user: a token from one login (so the tests do not run into
+    login throttles), plus the password for when the token is refused."""
+    from chorus_client import Client
+
+    found = {}
+    for name in ("alice", "bob", "carol"):
+        with Client(cluster.urls[0], username=name, password="pw") as client:
+            found[name] = {"token": client.login(), "username": name, "password": "pw"}
+    return found
+
+
 def restart(cluster: Cluster, index: int) -> None:
     """Start process `index` again on its old port, after it was killed or stopped."""
     assert cluster.procs[index].poll() is not None, "the process is still running"

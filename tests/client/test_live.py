@@ -63,7 +63,7 @@ def failures():
     logger.removeHandler(handler)
 
 
-def test_rest_calls_against_the_server(cluster):
+def test_rest_calls_against_the_server(cluster, logins):
     url = cluster.urls[0]
     with Client(url, username="alice", password="pw") as alice:
         token = alice.login()
@@ -90,7 +90,7 @@ def test_rest_calls_against_the_server(cluster):
         assert alice.cancel(regenerating["regenerationId"])["status"] in ("cancelled", "completed")
         with Client(url, token=token) as by_token:
             assert by_token.session(sid)["id"] == sid
-    with Client(url, username="bob", password="pw") as bob, pytest.raises(NotFound) as raised:
+    with Client(url, **logins["bob"]) as bob, pytest.raises(NotFound) as raised:
         bob.session(sid)  # not a member
     assert raised.value.status == 404 and raised.value.detail
     with Client(url, token="not-a-token") as nobody, pytest.raises(Unauthorized):
@@ -100,11 +100,11 @@ def test_rest_calls_against_the_server(cluster):
     assert raised.value.status == 400 and "credentials" in raised.value.detail
 
 
-def test_a_viewer_writing_gets_forbidden(cluster):
-    with Client(cluster.urls[1], username="alice", password="pw") as alice:
+def test_a_viewer_writing_gets_forbidden(cluster, logins):
+    with Client(cluster.urls[1], **logins["alice"]) as alice:
         sid = alice.create_session("roles")["id"]
         assert alice.add_member(sid, "carol", "viewer") == {"username": "carol", "role": "viewer"}
-    with Client(cluster.urls[1], username="carol", password="pw") as carol, pytest.raises(Forbidden) as raised:
+    with Client(cluster.urls[1], **logins["carol"]) as carol, pytest.raises(Forbidden) as raised:
         carol.post_message(sid, "hi")
     assert raised.value.status == 403
 
@@ -114,11 +114,11 @@ def _post(client: Client, sid: str, tag: str, count: int) -> None:
         client.post_message(sid, f"{tag}-{n}")
 
 
-def test_sync_follow_survives_a_crashed_server_without_losing_or_repeating(cluster, failures):
+def test_sync_follow_survives_a_crashed_server_without_losing_or_repeating(cluster, failures, logins):
     """Events before, during (through the other process) and after a SIGKILL of the process
     the stream comes from; it comes back on the same port. The ids are exactly 1..N."""
     per_phase = 5
-    with Client(cluster.urls[1], username="alice", password="pw") as poster:
+    with Client(cluster.urls[1], **logins["alice"]) as poster:
         sid = poster.create_session("crash")["id"]  # event 1: member_joined
         total = 1 + 3 * per_phase
         outage_errors: list[BaseException] = []
@@ -126,7 +126,7 @@ def test_sync_follow_survives_a_crashed_server_without_losing_or_repeating(clust
         def outage() -> None:
             try:
                 cluster.kill(0)
-                with Client(cluster.urls[1], username="alice", password="pw") as other:
+                with Client(cluster.urls[1], **logins["alice"]) as other:
                     _post(other, sid, "during", per_phase)
                     assert failures.seen.wait(30), "the follower never noticed the crash"
                     restart(cluster, 0)
@@ -138,7 +138,7 @@ def test_sync_follow_survives_a_crashed_server_without_losing_or_repeating(clust
         connections = 0
         crash = threading.Thread(target=outage)
         deadline = time.monotonic() + 90
-        with Client(cluster.urls[0], username="alice", password="pw", **FAST) as follower:
+        with Client(cluster.urls[0], **logins["alice"], **FAST) as follower:
             for item in follower.follow(sid, last_event_id=0):
                 assert time.monotonic() < deadline, f"gave up waiting; ids so far {seen}"
                 assert not outage_errors, outage_errors
@@ -158,11 +158,11 @@ def test_sync_follow_survives_a_crashed_server_without_losing_or_repeating(clust
     assert connections >= 2
 
 
-async def test_async_follow_survives_a_graceful_restart_without_losing_or_repeating(cluster, failures):
+async def test_async_follow_survives_a_graceful_restart_without_losing_or_repeating(cluster, failures, logins):
     """The same with SIGTERM: the server ends its streams on shutdown, the client waits its
     `retry:`, is refused while the process is down, and resumes when it is back."""
     per_phase = 5
-    async with AsyncClient(cluster.urls[1], username="alice", password="pw") as poster:
+    async with AsyncClient(cluster.urls[1], **logins["alice"]) as poster:
         sid = (await poster.create_session("restart"))["id"]
         total = 1 + 3 * per_phase
 
@@ -184,7 +184,7 @@ async def test_async_follow_survives_a_graceful_restart_without_losing_or_repeat
         seen: list[int] = []
         connections = 0
         task: asyncio.Task | None = None
-        async with AsyncClient(cluster.urls[0], username="alice", password="pw", **FAST) as follower:
+        async with AsyncClient(cluster.urls[0], **logins["alice"], **FAST) as follower:
             async with asyncio.timeout(90):
                 async for item in follower.follow(sid, last_event_id=0):
                     if isinstance(item, Connected):
@@ -203,11 +203,11 @@ async def test_async_follow_survives_a_graceful_restart_without_losing_or_repeat
     assert connections >= 2
 
 
-async def test_removed_member_gets_access_revoked(cluster):
-    async with AsyncClient(cluster.urls[0], username="alice", password="pw") as alice:
+async def test_removed_member_gets_access_revoked(cluster, logins):
+    async with AsyncClient(cluster.urls[0], **logins["alice"]) as alice:
         sid = (await alice.create_session("revoke"))["id"]
         await alice.add_member(sid, "carol", "viewer")
-        async with AsyncClient(cluster.urls[1], username="carol", password="pw", **FAST) as carol:
+        async with AsyncClient(cluster.urls[1], **logins["carol"], **FAST) as carol:
             seen = []
             with pytest.raises(AccessRevoked) as raised:
                 async with asyncio.timeout(30):
@@ -221,10 +221,10 @@ async def test_removed_member_gets_access_revoked(cluster):
     assert isinstance(raised.value.__cause__, NotFound)  # it checked once more: gone for good
 
 
-async def test_conversation_rebuilds_the_streamed_answer_exactly(cluster):
+async def test_conversation_rebuilds_the_streamed_answer_exactly(cluster, logins):
     """The local provider's answers contain accents and emoji: offsets in code points end
     to end, from the server's deltas to the client's strings."""
-    async with AsyncClient(cluster.urls[0], username="alice", password="pw", **FAST) as alice:
+    async with AsyncClient(cluster.urls[0], **logins["alice"], **FAST) as alice:
         sid = (await alice.create_session("answer"))["id"]
         await alice.post_message(sid, "Plan the launch of the garden café, with budget and timing.")
         loaded = await alice.messages(sid)
@@ -246,12 +246,12 @@ async def test_conversation_rebuilds_the_streamed_answer_exactly(cluster):
     assert [m.role for m in conversation] == ["user", "user", "assistant"]
 
 
-def test_tail_command_prints_events_and_one_final_line_per_answer(cluster):
-    with Client(cluster.urls[0], username="alice", password="pw") as alice:
+def test_tail_command_prints_events_and_one_final_line_per_answer(cluster, logins):
+    with Client(cluster.urls[0], **logins["alice"]) as alice:
         sid = alice.create_session("tail")["id"]
         env = {**os.environ, "CHORUS_URL": cluster.urls[1], "PYTHONUNBUFFERED": "1"}
         env.pop("CHORUS_TOKEN", None)
-        command = [sys.executable, "-m", "chorus_client", "tail", sid, "--username", "alice", "--password", "pw"]
+        command = [sys.executable, "-m", "chorus_client", "tail", sid, "--token", logins["alice"]["token"]]
         proc = subprocess.Popen(
             [*command, "--from", "0"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
@@ -295,14 +295,14 @@ def test_tail_command_prints_events_and_one_final_line_per_answer(cluster):
     assert "Traceback" not in stderr
 
 
-def test_keepalives_keep_a_quiet_stream_open_past_the_read_timeout(cluster):
+def test_keepalives_keep_a_quiet_stream_open_past_the_read_timeout(cluster, logins):
     """The server sends `: keepalive` every second here; a read timeout of 2.5 s must not
     fire on a stream that is quiet for 5 s, and the comments are never yielded."""
-    with Client(cluster.urls[0], username="alice", password="pw", read_timeout=2.5) as alice:
+    with Client(cluster.urls[0], **logins["alice"], read_timeout=2.5) as alice:
         sid = alice.create_session("quiet")["id"]
 
         def post() -> None:  # from another thread: a client of its own
-            with Client(cluster.urls[1], username="alice", password="pw") as poster:
+            with Client(cluster.urls[1], **logins["alice"]) as poster:
                 poster.post_message(sid, "after the quiet")
 
         later = threading.Timer(5.0, post)
@@ -322,8 +322,8 @@ def test_keepalives_keep_a_quiet_stream_open_past_the_read_timeout(cluster):
     assert items[1].data["content"] == "after the quiet"
 
 
-def test_a_pruned_history_is_surfaced_then_the_replay_continues(cluster):
-    with Client(cluster.urls[0], username="alice", password="pw", **FAST) as alice:
+def test_a_pruned_history_is_surfaced_then_the_replay_continues(cluster, logins):
+    with Client(cluster.urls[0], **logins["alice"], **FAST) as alice:
         sid = alice.create_session("pruned")["id"]  # event 1
         _post(alice, sid, "old", 5)  # events 2..6
         cluster.manage_script(f"from realtime.retention import events_prune; events_prune(session_id={sid!r}, keep=2)")
