@@ -170,7 +170,13 @@ class StreamTicketApi(APIView):
 
 # --- messages: edit and delete; regenerations (issue 3) ------------------------------------
 class MessageDetailApi(APIView):
-    """A message's author or the session's owner may edit or delete it (viewers never)."""
+    """Any member may read a message; its author or the session's owner may edit or delete
+    it (viewers never). Another session's message id is 404, like an unknown one."""
+
+    @extend_schema(responses=MessageOutput)
+    def get(self, request: Request, session_id: str, message_id: str) -> Response:
+        session, _ = session_for(request, session_id)
+        return Response(MessageOutput(selectors.message_get(session=session, message_id=message_id)).data)
 
     def _message(self, request: Request, session_id: str, message_id: str):
         session, role = session_for(request, session_id, need="write")
