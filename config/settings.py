@@ -191,6 +191,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # PATCH bodies as the views read them (`title` / `content` required), not all-optional.
+    "COMPONENT_SPLIT_PATCH": False,
     "ENUM_NAME_OVERRIDES": {
         "SessionRoleEnum": "sessions_app.models.Role",
         "MessageRoleEnum": "sessions_app.models.MessageRole",
@@ -199,6 +201,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sessions_app.schema.add_event_components",
+        "sessions_app.schema.add_error_responses",
     ],
 }
 
