@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.db import DataError
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -29,6 +30,8 @@ from rest_framework.views import exception_handler
 from sessions_app.regenerations.services import RegenerationConflict
 from sessions_app.selectors import SessionNotFound
 from sessions_app.services import MemberNotFound, ServiceError
+
+logger = logging.getLogger(__name__)
 
 
 def _first_message(detail) -> str:
@@ -52,6 +55,11 @@ def api_exception_handler(exc, context):
     # concurrent delete) is gone for the caller too.
     if isinstance(exc, SessionNotFound | MemberNotFound | ObjectDoesNotExist):
         exc = exceptions.NotFound()
+    elif isinstance(exc, DataError):
+        # A value the database refuses to store or compare (a NUL byte, a number out of
+        # range) that got past validation: bad input, not a server fault.
+        logger.warning("the database refused a value: %s", exc)
+        exc = exceptions.ValidationError({"detail": "The request contains a value that cannot be stored."})
     elif isinstance(exc, ServiceError):
         exc = exceptions.ValidationError({"detail": str(exc)})
     elif isinstance(exc, RegenerationConflict):
@@ -67,7 +75,6 @@ def api_exception_handler(exc, context):
 
 
 # --- Django's error handlers and the middleware: JSON on API paths, pages elsewhere ------
-logger = logging.getLogger(__name__)
 
 API_PATH_PREFIXES = ("/api/", "/sse/", "/v1/")
 OPENAI_PATH_PREFIX = "/v1/"

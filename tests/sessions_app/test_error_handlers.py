@@ -157,3 +157,22 @@ def test_the_error_templates_extend_the_base_page():
 urlpatterns = [path("v1/explode", explode), path("page/explode", explode)]
 handler404 = "sessions_app.exceptions.page_not_found"
 handler500 = "sessions_app.exceptions.server_error"
+
+
+# --- values PostgreSQL refuses ----------------------------------------------------------------
+NUL_COOKIE = 'sessionid="\\000\\377abcdefgh"'  # Django reads octal escapes: a NUL in the key
+
+
+@pytest.mark.parametrize("url, status", [("/api/v1/sessions/", 401), ("/accounts/login/", 200)])
+def test_a_session_cookie_with_a_nul_is_no_session(client, url, status):
+    response = Client(raise_request_exception=False).get(url, HTTP_COOKIE=NUL_COOKIE)
+    assert response.status_code == status, response.content[:300]
+
+
+def test_a_token_with_a_nul_is_refused_without_a_500(api, collab):
+    client = api()
+    client.raise_request_exception = False
+    client.credentials(HTTP_AUTHORIZATION="Token a\x00b")
+    response = client.get(f"/api/v1/sessions/{collab.pk}/")
+    assert response.status_code in (400, 401), response.content[:300]
+    assert response["Content-Type"] == "application/json"
