@@ -59,7 +59,7 @@ def api_exception_handler(exc, context):
         # A value the database refuses to store or compare (a NUL byte, a number out of
         # range) that got past validation: bad input, not a server fault.
         logger.warning("the database refused a value: %s", exc)
-        exc = exceptions.ValidationError({"detail": "The request contains a value that cannot be stored."})
+        exc = exceptions.ValidationError({"detail": "The request contains a value that the server cannot accept."})
     elif isinstance(exc, ServiceError):
         exc = exceptions.ValidationError({"detail": str(exc)})
     elif isinstance(exc, RegenerationConflict):
