@@ -176,3 +176,25 @@ def test_a_token_with_a_nul_is_refused_without_a_500(api, collab):
     response = client.get(f"/api/v1/sessions/{collab.pk}/")
     assert response.status_code in (400, 401), response.content[:300]
     assert response["Content-Type"] == "application/json"
+
+
+# --- through the ASGI application, as `make run` serves it -------------------------------------
+@pytest.mark.django_db(transaction=True)
+async def test_through_asgi_with_debug_an_api_failure_is_a_json_500(asgi_app, collab, alice, settings, monkeypatch):
+    import httpx
+    from channels.db import database_sync_to_async
+
+    from tests.conftest import token_for
+
+    settings.DEBUG = True
+    monkeypatch.setattr(selectors, "messages_for_session", explode)
+    headers = {"Authorization": f"Token {await database_sync_to_async(token_for)(alice)}"}
+    transport = httpx.ASGITransport(app=asgi_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        failed = await client.get(f"/api/v1/sessions/{collab.pk}/messages/", headers=headers, timeout=10)
+        unknown = await client.get("/api/v1/nothing-here/", headers=headers, timeout=10)
+    for response, status in ((failed, 500), (unknown, 404)):
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        for leak in LEAKS:
+            assert leak not in response.text, leak
