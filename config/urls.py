@@ -22,6 +22,9 @@ urlpatterns = [
 # work offline with no proxy; in production the proxy serves STATIC_ROOT (collectstatic).
 urlpatterns += staticfiles_urlpatterns()
 
-handler400 = "sessions_app.exceptions.json_bad_request"
-handler404 = "sessions_app.exceptions.json_not_found"
-handler500 = "sessions_app.exceptions.json_server_error"
+# JSON on API paths (/api/, /sse/, /v1/), the pages of templates/ elsewhere. With DEBUG on,
+# Django skips handler404/500; sessions_app.exceptions.ApiErrorsMiddleware covers the API.
+handler400 = "sessions_app.exceptions.bad_request"
+handler403 = "sessions_app.exceptions.permission_denied"
+handler404 = "sessions_app.exceptions.page_not_found"
+handler500 = "sessions_app.exceptions.server_error"

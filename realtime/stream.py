@@ -36,7 +36,9 @@ from realtime.replay import replay_rows
 
 logger = logging.getLogger(__name__)
 
-_ID_RE = re.compile(r"^[0-9]+$")
+_ID_RE = re.compile(r"[0-9]+")  # ASCII digits only (\d would take any script's), fullmatch
+_ID_MAX_DIGITS = 30
+_TOKEN_RE = re.compile(r"[!-~]{1,512}")  # visible ASCII: what any token of ours is made of
 _STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -46,13 +48,17 @@ _CLOSE_TIMEOUT = 5.0
 
 
 def parse_last_event_id(header: bytes | None, query_value: str | None) -> int | None:
-    """The resume point: the header wins over the query parameter. Raises ValueError."""
-    raw = header.decode("latin-1").strip() if header is not None else query_value
+    """The resume point: the header wins over the query parameter. Raises ValueError
+    unless it is a non-negative integer in ASCII digits; the header's surrounding spaces
+    and tabs are not part of its value (RFC 9110), anything else is. Ids too long for
+    `int()` are far above any newest id, which they then mean (CONTRACT §5)."""
+    raw = header.strip(b" \t").decode("latin-1") if header is not None else query_value
     if raw is None:
         return None
-    if not _ID_RE.match(raw):
-        raise ValueError(raw)
-    return int(raw)
+    if not _ID_RE.fullmatch(raw):
+        raise ValueError(raw[:50])
+    digits = raw.lstrip("0")
+    return int(digits or "0") if len(digits) <= _ID_MAX_DIGITS else 10**_ID_MAX_DIGITS
 
 
 class SessionStream(AsyncHttpConsumer):
@@ -135,6 +141,9 @@ class SessionStream(AsyncHttpConsumer):
         credentials = self._credentials(headers, query)
         if not credentials.present:
             raise StreamRefused(401, "Authentication credentials were not provided.")
+        if credentials.token is not None and not _TOKEN_RE.fullmatch(credentials.token):
+            # Never a token; and PostgreSQL would refuse to even look up one with a NUL.
+            raise StreamRefused(401, "Invalid credentials.")
 
         hub = self._hub = get_hub()
         try:

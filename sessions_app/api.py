@@ -24,6 +24,7 @@ from sessions_app.serializers import (
     MessageEditInput,
     MessageInput,
     MessageOutput,
+    PageQuery,
     RegenerateInput,
     RegenerationOutput,
     RegenerationStartedOutput,
@@ -51,7 +52,11 @@ def _session_detail(request: Request, session_id) -> dict:
 
 
 class SessionListApi(APIView):
-    @extend_schema(operation_id="v1_sessions_list", responses=schema.paginated("SessionPage", SessionOutput))
+    @extend_schema(
+        operation_id="v1_sessions_list",
+        parameters=[PageQuery],
+        responses=schema.paginated("SessionPage", SessionOutput),
+    )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.sessions_for_user(user=request.user), request, view=self)
@@ -105,7 +110,11 @@ class MemberDetailApi(APIView):
 
 
 class MessageListApi(APIView):
-    @extend_schema(responses=schema.paginated("MessagePage", MessageOutput, last_event_id=True))
+    @extend_schema(
+        operation_id="v1_sessions_messages_list",
+        parameters=[PageQuery],
+        responses=schema.paginated("MessagePage", MessageOutput, last_event_id=True),
+    )
     def get(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
         paginator = PageNumberPagination()
@@ -170,7 +179,13 @@ class StreamTicketApi(APIView):
 
 # --- messages: edit and delete; regenerations (issue 3) ------------------------------------
 class MessageDetailApi(APIView):
-    """A message's author or the session's owner may edit or delete it (viewers never)."""
+    """Any member may read a message; its author or the session's owner may edit or delete
+    it (viewers never). Another session's message id is 404, like an unknown one."""
+
+    @extend_schema(responses=MessageOutput)
+    def get(self, request: Request, session_id: str, message_id: str) -> Response:
+        session, _ = session_for(request, session_id)
+        return Response(MessageOutput(selectors.message_get(session=session, message_id=message_id)).data)
 
     def _message(self, request: Request, session_id: str, message_id: str):
         session, role = session_for(request, session_id, need="write")

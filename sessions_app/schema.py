@@ -135,3 +135,95 @@ EVENT_PAGE = {
         "truncated": {"type": "boolean", "description": "Events after `after` were pruned; `events` starts later."},
     },
 }
+
+
+# --- error responses ------------------------------------------------------------------------
+# drf-spectacular documents the success of each operation only. Every error below is JSON
+# `{"detail": ...}` (sessions_app.exceptions); this hook documents which statuses each
+# operation answers, so that clients (and Schemathesis in the tests) know them all.
+ERROR = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, fit to show a user."},
+        "errors": {
+            "description": "For 400 on bad input: DRF's errors by field, as they came.",
+            "oneOf": [{"type": "object"}, {"type": "array"}],
+        },
+    },
+}
+
+_GENERIC_MEANINGS = {
+    "400": "Bad input: malformed JSON, wrong types, over-long content or a bad query parameter; nothing changed.",
+    "401": "No credentials, or credentials that are not valid.",
+    "403": "A member without the role this needs (a viewer who writes, a non-owner who manages).",
+    "404": "No such object, or one that the caller may not know exists (a session they are not a member of).",
+    "409": "The request conflicts with the object's state (a message being written, a finished regeneration).",
+    "415": "The body is not JSON (Content-Type must be application/json).",
+    "429": (
+        "Throttled (starting regenerations: per user and per session; obtaining tokens: per client address "
+        "and per username); wait for Retry-After seconds."
+    ),
+}
+
+# Statuses that depend on what the operation does, not on its shape (CONTRACT §2 and §3).
+# Keys are (method, path) as in the schema; a test checks that each still names an operation.
+OPERATION_ERRORS: dict[tuple[str, str], set[str]] = {
+    ("patch", "/api/v1/sessions/{session_id}/"): {"403"},
+    ("delete", "/api/v1/sessions/{session_id}/"): {"403"},
+    ("post", "/api/v1/sessions/{session_id}/members/"): {"403"},
+    ("delete", "/api/v1/sessions/{session_id}/members/{username}/"): {"403"},
+    ("post", "/api/v1/sessions/{session_id}/messages/"): {"403", "429"},
+    ("patch", "/api/v1/sessions/{session_id}/messages/{message_id}/"): {"403", "409"},
+    ("delete", "/api/v1/sessions/{session_id}/messages/{message_id}/"): {"403"},
+    ("post", "/api/v1/chat_actions/regenerate/"): {"403", "404", "409", "429"},
+    ("post", "/api/v1/regenerations/{regeneration_id}/cancel/"): {"403", "409"},
+    ("post", "/api/v1/auth/token/"): {"429"},
+}
+
+# Operations that need no credentials (CONTRACT §2): a bad token is still 401 there.
+ANONYMOUS_OPERATIONS = {("post", "/api/v1/auth/token/")}
+
+UUID_PATH_PARAMETERS = {"session_id", "message_id", "regeneration_id"}
+
+
+def _errors_of(method: str, path: str, operation: dict) -> set[str]:
+    statuses = set(OPERATION_ERRORS.get((method, path), set())) | {"401"}
+    parameters = operation.get("parameters", [])
+    if any(p["in"] == "path" for p in parameters) or any(p["name"] == "page" for p in parameters):
+        statuses.add("404")  # an unknown or hidden object; a page past the last
+    if "requestBody" in operation:
+        statuses |= {"400", "415"}
+    if any(p["in"] == "query" and p["name"] != "page" for p in parameters):
+        statuses.add("400")
+    return statuses
+
+
+def add_error_responses(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: the `Error` schema, each operation's error
+    statuses, and uuid path parameters documented as such."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            if (method, path) in ANONYMOUS_OPERATIONS and {} not in operation.setdefault("security", []):
+                operation["security"].append({})
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in UUID_PATH_PARAMETERS:
+                    parameter["schema"] = {"type": "string", "format": "uuid"}
+            responses = operation.setdefault("responses", {})
+            for status in sorted(_errors_of(method, path, operation)):
+                response = responses.setdefault(
+                    status,
+                    {
+                        "description": _GENERIC_MEANINGS[status],
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+                if status == "429":
+                    response.setdefault("headers", {})["Retry-After"] = {
+                        "schema": {"type": "integer"},
+                        "description": "Seconds to wait before trying again.",
+                    }
+    return result

@@ -42,6 +42,13 @@ class MessageInput(serializers.Serializer):
     reply = StrictBooleanField(default=False)
 
 
+class PageQuery(serializers.Serializer):
+    """Documents DRF's page parameter on the lists that paginate by hand (a page past the
+    last one, or not a number, is 404)."""
+
+    page = serializers.IntegerField(min_value=1, required=False)
+
+
 class EventsQuery(serializers.Serializer):
     after = serializers.IntegerField(min_value=0, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
@@ -146,7 +153,7 @@ class RegenerationOutput(serializers.ModelSerializer):
     sessionId = serializers.UUIDField(source="session_id")
     messageId = serializers.UUIDField(source="message_id")
     createdAt = serializers.DateTimeField(source="created_at")
-    finishedAt = serializers.DateTimeField(source="finished_at")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)  # null until it ends
     error = serializers.SerializerMethodField()
 
     class Meta:

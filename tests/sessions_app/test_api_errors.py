@@ -178,6 +178,8 @@ SESSION_ENDPOINTS = [
     ("post", "{}/messages/", {"content": "x"}),
     ("get", "{}/events/", None),
     ("post", "{}/stream-ticket/", None),
+    ("get", "{}/messages/00000000-0000-0000-0000-000000000001/", None),
+    ("get", "{}/messages/not-a-uuid/", None),
 ]
 
 
@@ -190,10 +192,17 @@ def test_unknown_or_malformed_session_ids_are_404(api, alice, collab, unchanged,
 
 
 @pytest.mark.parametrize("message_id", [str(uuid.UUID(int=1)), "not-a-uuid"])
-@pytest.mark.parametrize("method", ["patch", "delete"])
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
 def test_unknown_or_malformed_message_ids_are_404(api, alice, collab, unchanged, method, message_id):
     url = f"/api/v1/sessions/{collab.pk}/messages/{message_id}/"
     response = getattr(api(alice), method)(url, {"content": "x"}, format="json")
+    assert_json_error(response, 404)
+
+
+@pytest.mark.parametrize("regeneration_id", [str(uuid.UUID(int=1)), "not-a-uuid", "%00"])
+@pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "cancel/")])
+def test_unknown_or_malformed_regeneration_ids_are_404(api, alice, collab, unchanged, method, suffix, regeneration_id):
+    response = getattr(api(alice), method)(f"/api/v1/regenerations/{regeneration_id}/{suffix}", format="json")
     assert_json_error(response, 404)
 
 

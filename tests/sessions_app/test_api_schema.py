@@ -81,3 +81,52 @@ def test_swagger_ui_works_offline(client):
     assert "cdn" not in html.lower() and "https://" not in html
     assert "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+
+
+# --- error responses (sessions_app.schema.add_error_responses) -------------------------------
+def test_every_operation_documents_its_json_errors(schema):
+    from sessions_app.schema import ANONYMOUS_OPERATIONS, OPERATION_ERRORS
+
+    operations = {
+        (method, path): operation
+        for path, methods in schema["paths"].items()
+        if path.startswith("/api/v1/")
+        for method, operation in methods.items()
+    }
+    assert set(OPERATION_ERRORS) <= set(operations)  # no key names a renamed operation
+    assert set(ANONYMOUS_OPERATIONS) <= set(operations)
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for (method, path), operation in operations.items():
+        responses = operation["responses"]
+        assert "401" in responses, (method, path)
+        if "{" in path:
+            assert "404" in responses, (method, path)
+        if "requestBody" in operation:
+            assert {"400", "415"} <= set(responses), (method, path)
+        for status, response in responses.items():
+            if status.startswith("4"):
+                assert response["content"]["application/json"]["schema"] == error_ref
+    regenerate = operations[("post", "/api/v1/chat_actions/regenerate/")]["responses"]
+    assert {"403", "404", "409", "429"} <= set(regenerate)
+    assert "Retry-After" in regenerate["429"]["headers"]
+    assert "403" not in operations[("get", "/api/v1/sessions/{session_id}/")]["responses"]
+
+
+def test_ids_in_paths_are_documented_as_uuids_and_lists_as_pages(schema):
+    detail = schema["paths"]["/api/v1/sessions/{session_id}/messages/{message_id}/"]
+    assert {"get", "patch", "delete"} <= set(detail)
+    parameters = {p["name"]: p["schema"] for p in detail["get"]["parameters"]}
+    assert parameters["session_id"] == parameters["message_id"] == {"type": "string", "format": "uuid"}
+    for path in ("/api/v1/sessions/", "/api/v1/sessions/{session_id}/messages/"):
+        assert "page" in {p["name"] for p in schema["paths"][path]["get"]["parameters"]}
+
+
+def test_obtaining_a_token_needs_no_credentials(schema):
+    assert {} in schema["paths"]["/api/v1/auth/token/"]["post"]["security"]
+
+
+def test_patch_bodies_are_documented_as_the_views_read_them(schema):
+    components = schema["components"]["schemas"]
+    assert components["SessionInputRequest"]["required"] == ["title"]
+    assert components["MessageEditInputRequest"]["required"] == ["content"]
+    assert components["RegenerationOutput"]["properties"]["finishedAt"].get("nullable") is True
