@@ -33,7 +33,16 @@ function emptyRow(columns, text) {
   return el("tr", { className: "empty" }, el("td", { colspan: columns }, text));
 }
 
+// Each cell carries its column's name, which phones show beside the value (ops.css).
 function fill(container, rows) {
+  const table = container.closest("table");
+  const headings = table ? [...table.querySelectorAll("thead th")].map((th) => th.textContent) : [];
+  for (const row of rows) {
+    if (row.classList.contains("empty")) continue;
+    [...row.children].forEach((td, index) => {
+      if (headings[index]) td.dataset.label = headings[index];
+    });
+  }
   container.replaceChildren(...rows);
 }
 
@@ -46,6 +55,7 @@ function renderSummary(summary) {
     const value = summary[node.dataset.summary];
     if (value !== undefined) node.textContent = String(value);
   }
+  document.getElementById("stat-errors").classList.toggle("stat-bad", summary.errorsLastHour > 0);
 }
 
 function renderWorkers(workers) {
