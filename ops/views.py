@@ -8,6 +8,7 @@ happen and changes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import wraps
 from uuid import UUID
@@ -106,15 +107,17 @@ def session_detail(request: HttpRequest, session_id: UUID) -> HttpResponse:
         event_type = ""
     events = _page(request, selectors.session_events(session=session, event_type=event_type), EVENTS_PER_PAGE)
     load = cluster_session_loads().get(str(session.pk))
+    streams_of = load.users if load else {}
     stored = selectors.session_events(session=session)
     return render(
         request,
         "ops/session.html",
         {
             "session": session,
-            "members": session_members(session=session),
+            "members": [(m, streams_of.get(m.user.username, 0)) for m in session_members(session=session)],
             "load": load,
             "events": events,
+            "event_rows": [(e, json.dumps(e.data, ensure_ascii=False)) for e in events],
             "event_type": event_type,
             "event_types": [t.value for t in EventType],
             "stored_count": stored.count(),

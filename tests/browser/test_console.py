@@ -195,3 +195,69 @@ def save_screenshots(page) -> None:
         target = ROOT / "docs" / "screenshots" / "console.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target), full_page=True)
+
+
+HIDE = """() => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  delete document.hidden;
+  delete document.visibilityState;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_polling_pauses_while_the_tab_is_hidden(console):
+    polls = []
+    console.on("request", lambda request: polls.append(request.url) if "/ops/live/" in request.url else None)
+    console.evaluate(HIDE)
+    assert console.locator("#ops-status").text_content() == "paused"
+    polls.clear()
+    console.wait_for_timeout(3500)  # proving an absence: three poll intervals go by
+    assert polls == []
+    with console.expect_request(lambda request: "/ops/live/" in request.url, timeout=5000):
+        console.evaluate(SHOW)  # polls at once when shown again
+    console.wait_for_function("() => document.getElementById('ops-status').textContent === 'live'")
+
+
+def test_a_notice_sent_from_the_session_page_reaches_a_stream_on_the_other_process(cluster, console):
+    session_id = new_session(cluster, "Notice board")
+    with api(cluster, 1, "carol") as carol, carol.stream("GET", f"/sse/sessions/{session_id}/", timeout=30) as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        console.goto(f"{cluster.urls[0]}/ops/sessions/{session_id}/")
+        roles = (
+            console.locator("table")
+            .first.locator("tbody tr")
+            .evaluate_all(
+                "(rows) => rows.map((row) => [row.cells[0].textContent.trim(), row.cells[1].textContent.trim()])"
+            )
+        )
+        assert roles == [["alice", "owner"], ["bob", "editor"], ["carol", "viewer"]]
+        save_page_screenshots(console, "session")
+        console.fill('textarea[name="message"]', f"Maintenance at 18:00 UTC {HOSTILE}")
+        console.click("text=Review and send…")
+        console.wait_for_url("**/notice/")
+        assert console.locator("blockquote").text_content() == f"Maintenance at 18:00 UTC {HOSTILE}"
+        console.click("text=Send the notice")
+        console.wait_for_url(f"**/ops/sessions/{session_id}/")
+        assert "Notice sent as event" in console.locator(".ops-message-success").text_content()
+        assert console.locator("img").count() == 0
+        for line in lines:
+            if line.startswith("data:") and '"type":"system"' in line:
+                assert f"Maintenance at 18:00 UTC {HOSTILE}" in line.replace("\\u003c", "<")
+                break
+    audit = console.locator("table").last.locator("tbody tr").first.text_content()
+    assert "operator" in audit and "sent a system notice" in audit
+    console.goto(f"{cluster.urls[0]}/ops/")  # the fixture checks the console is live at the end
+    console.wait_for_selector('#ops-console[data-ready="true"]')
+
+
+def save_page_screenshots(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)

@@ -15,10 +15,10 @@ def test_staff_see_every_session_with_members_and_roles(staff_client, collab, ma
     make_worker(4501, sessions={collab.pk: (2, {"bob": 2})})
     response = staff_client.get(f"/ops/sessions/{collab.pk}/")
     assert response.status_code == 200
-    assert [(m.user.username, m.role) for m in response.context["members"]] == [
-        ("alice", "owner"),
-        ("bob", "editor"),
-        ("carol", "viewer"),
+    assert [(m.user.username, m.role, streams) for m, streams in response.context["members"]] == [
+        ("alice", "owner", 0),
+        ("bob", "editor", 2),
+        ("carol", "viewer", 0),
     ]
     assert response.context["load"].streams == 2
 
@@ -38,6 +38,7 @@ def test_the_event_log_is_paginated_newest_first(staff_client, collab, bob):
     second = staff_client.get(f"/ops/sessions/{collab.pk}/", {"page": 2})
     assert [e.seq for e in second.context["events"]] == list(range(newest - 50, 0, -1))
     assert 'rel="next"' in first.content.decode() and 'rel="prev"' in second.content.decode()
+    assert '{"messageId": ' in first.content.decode().replace("&quot;", '"')  # data shown as JSON
 
 
 def test_the_event_log_filters_by_type_and_keeps_the_filter_across_pages(staff_client, collab, bob):
