@@ -16,6 +16,7 @@ from uuid import UUID
 from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
@@ -96,6 +97,12 @@ def events_per_minute(*, now: dt.datetime | None = None) -> int:
     return Event.objects.filter(created_at__gt=now - dt.timedelta(seconds=60)).count()
 
 
+def minute_cache_key(start: dt.datetime) -> str:
+    """The cache key of one minute's count; it names the database, so deployments (or
+    test runs) that share one Redis never read each other's counts."""
+    return f"chorus:ops:epm:{connection.settings_dict['NAME']}:{start.isoformat()}"
+
+
 @dataclass(frozen=True, slots=True)
 class MinuteCount:
     minute: dt.datetime
@@ -111,7 +118,7 @@ def events_per_minute_series(*, minutes: int = CHART_MINUTES, now: dt.datetime |
     now = now or timezone.now()
     current = now.replace(second=0, microsecond=0)
     starts = [current - dt.timedelta(minutes=i) for i in range(minutes - 1, -1, -1)]
-    keys = {start: f"chorus:ops:epm:{start.isoformat()}" for start in starts[:-2]}
+    keys = {start: minute_cache_key(start) for start in starts[:-2]}
     known = cache.get_many(list(keys.values()))
     missing = [start for start in starts[:-2] if keys[start] not in known]
     counts: dict[dt.datetime, int] = {}
