@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -41,6 +41,10 @@ class OpsStatsOutput(serializers.Serializer):
     regenerations = OpsRegenerationCountsOutput()
 
 
+class OpsErrorOutput(serializers.Serializer):
+    detail = serializers.CharField()
+
+
 class OpsStatsApi(APIView):
     """Cluster-wide figures from the worker registry and the database, whichever process answers."""
 
@@ -48,7 +52,11 @@ class OpsStatsApi(APIView):
 
     @extend_schema(
         operation_id="v1_ops_stats",
-        responses={200: OpsStatsOutput},
+        responses={
+            200: OpsStatsOutput,
+            401: OpenApiResponse(OpsErrorOutput, description="No or invalid credentials."),
+            403: OpenApiResponse(OpsErrorOutput, description="The caller is not staff."),
+        },
         description="Staff only (403 for other users, 401 without credentials). Figures come from the "
         "heartbeats of every live server process and from the database, never from the answering process alone.",
     )

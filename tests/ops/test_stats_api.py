@@ -53,6 +53,7 @@ def test_with_no_worker_the_stats_are_empty_not_an_error(api, staff_user):
 def test_the_openapi_schema_documents_the_stats(api, staff_user):
     schema = api(staff_user).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     operation = schema["paths"]["/api/v1/ops/stats/"]["get"]
+    assert {"200", "401", "403"} <= set(operation["responses"])
     ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     component = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
     assert set(component["properties"]) == {
