@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -41,6 +41,8 @@ class OpsStatsOutput(serializers.Serializer):
     regenerations = OpsRegenerationCountsOutput()
 
 
+# Named `Error`: the one error schema every operation of the API refers to.
+@extend_schema_serializer(component_name="Error")
 class OpsErrorOutput(serializers.Serializer):
     detail = serializers.CharField()
 
