@@ -298,3 +298,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("CHORUS_LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- Operations: the staff console at /ops/ and its audit log (ops app) ------------------
+INSTALLED_APPS += ["ops"]
+# How often the console's page asks for fresh figures (it pauses while the tab is hidden).
+CHORUS_OPS_POLL_SECONDS = env_float("CHORUS_OPS_POLL_SECONDS", 5)
+# Where the console's "recent errors" come from: functions (since, limit) -> [ops.selectors.ErrorItem].
+CHORUS_OPS_ERROR_SOURCES = [
+    "ops.selectors.errors_failed_regenerations",
+    "ops.selectors.errors_regeneration_events",
+    "ops.selectors.errors_failed_completions",  # the /v1/ generation log, when that app is installed
+]

@@ -7,6 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from realtime.health import healthz, metrics, readyz
 
 urlpatterns = [
+    path("api/v1/ops/", include("ops.api_urls")),
+    path("ops/", include("ops.urls")),
     path("api/v1/", include("sessions_app.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,13 +1,18 @@
-"""Django admin for the event log (CONTRACT §6): read-only, searchable, filterable.
+"""Django admin for the event log (CONTRACT §6) and the worker registry: read-only,
+searchable, filterable.
 
 The log is append-only through `realtime.publish.event_publish`, which numbers events
 gaplessly; an edit or a deletion here would break what streams replay, so the admin only
 shows it (`prune_events` is the way to trim it).
 """
 
-from django.contrib import admin
+import datetime as dt
 
-from realtime.models import Event
+from django.conf import settings
+from django.contrib import admin
+from django.utils import timezone
+
+from realtime.models import Event, Worker
 
 
 @admin.register(Event)
@@ -19,6 +24,30 @@ class EventAdmin(admin.ModelAdmin):
     list_select_related = ["session"]
     readonly_fields = ["session", "seq", "type", "data", "envelope", "created_at"]
     show_full_result_count = False  # a count over the whole log on every page is slow
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """The worker registry, read-only: rows are written by each process's heartbeat."""
+
+    list_display = ["id", "host", "pid", "connections", "rss_mb", "started_at", "last_seen", "alive"]
+    list_filter = ["host"]
+    search_fields = ["id", "host"]
+    readonly_fields = ["id", "host", "pid", "started_at", "last_seen", "connections", "rss_mb", "sessions"]
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, obj: Worker) -> bool:
+        stale_before = timezone.now() - dt.timedelta(seconds=settings.CHORUS_WORKER_STALE_SECONDS)
+        return obj.last_seen >= stale_before
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,13 +1,30 @@
-"""Prometheus metrics of this process (each server process serves its own /metrics)."""
+"""Prometheus metrics of this process (each server process serves its own /metrics).
+
+Every family is present from the start: labelled counters are created with each known
+label value at 0, so a dashboard's rate() and absent() work before the first event of a
+kind (a series that appears only when it first moves loses its first increment to rate()).
+"""
 
 import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from realtime.events import EventType
+
 OPEN_STREAMS = Gauge("chorus_open_streams", "SSE streams open in this process")
 EVENTS_PUBLISHED = Counter("chorus_events_published_total", "Events stored and broadcast", ["type"])
 EVENTS_DELIVERED = Counter("chorus_events_delivered_total", "Event frames handed to streams")
 STREAMS_ENDED = Counter("chorus_streams_ended_total", "Streams ended by the server", ["reason"])
+# Why the server ends streams (realtime.stream); other values may appear, these are known.
+STREAM_END_REASONS = (
+    "queue_full",
+    "max_lifetime",
+    "access_revoked",
+    "shutdown",
+    "error",
+    "send_failed",
+    "close_timeout",
+)
 DELIVERY_LATENCY = Histogram(
     "chorus_publish_to_deliver_seconds",
     "From the publishing transaction's commit to the hub handing the frame to its streams",
@@ -19,3 +36,13 @@ def observe_delivery(stream_count: int, published_at: float | None) -> None:
     EVENTS_DELIVERED.inc(stream_count)
     if published_at:
         DELIVERY_LATENCY.observe(max(0.0, time.time() - published_at))
+
+
+def preset_labels(counter: Counter, values) -> None:
+    """Create `counter`'s series for each label value, at 0."""
+    for value in values:
+        counter.labels(value)
+
+
+preset_labels(EVENTS_PUBLISHED, [t.value for t in EventType])
+preset_labels(STREAMS_ENDED, STREAM_END_REASONS)

@@ -1,10 +1,14 @@
 """Django admin for sessions (members inline), messages and regenerations (CONTRACT §6).
 
 Writes that have events go through the services, so the admin's cancel action publishes
-`regeneration_cancelled` and stops the run in whichever process has it.
+`regeneration_cancelled` and stops the run in whichever process has it. List pages join
+what their columns show (`list_select_related`, annotations): a constant number of
+queries, however many rows. Saving a session never writes `last_event_id`
+(CollabSession.save), so an edit made while events are published cannot roll it back.
 """
 
 from django.contrib import admin, messages
+from django.db.models import Count
 
 from sessions_app.models import CollabSession, Membership, Message, Regeneration
 from sessions_app.regenerations.services import RegenerationConflict, regeneration_cancel
@@ -15,14 +19,35 @@ class MembershipInline(admin.TabularInline):
     extra = 0
     autocomplete_fields = ["user"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
 
 @admin.register(CollabSession)
 class CollabSessionAdmin(admin.ModelAdmin):
-    list_display = ["title", "owner", "created_at", "last_event_id"]
+    list_display = ["title", "owner", "member_count", "created_at", "last_event_id"]
     search_fields = ["title", "owner__username", "id"]
     list_filter = ["created_at"]
+    list_select_related = ["owner"]
     readonly_fields = ["id", "last_event_id", "created_at", "updated_at"]
+    raw_id_fields = ["owner"]
     inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(member_count=Count("memberships", distinct=True))
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, obj: CollabSession) -> int:
+        return obj.member_count
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["session", "user", "role", "created_at"]
+    list_filter = ["role"]
+    search_fields = ["session__title", "user__username", "session__id"]
+    list_select_related = ["session", "user"]
+    raw_id_fields = ["session", "user"]
 
 
 @admin.register(Message)
@@ -30,7 +55,9 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ["id", "session", "role", "author", "short_content", "created_at", "edited_at", "deleted_at"]
     list_filter = ["role", "created_at", ("deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["content", "author__username", "session__title", "id"]
+    list_select_related = ["session", "author"]
     raw_id_fields = ["session", "author", "original_message"]
+    show_full_result_count = False
 
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
@@ -42,6 +69,7 @@ class RegenerationAdmin(admin.ModelAdmin):
     list_display = ["id", "session", "status", "progress", "provider", "model", "worker", "created_at", "finished_at"]
     list_filter = ["status", "provider", "created_at"]
     search_fields = ["id", "session__title", "requested_by__username", "worker", "error"]
+    list_select_related = ["session"]
     raw_id_fields = ["session", "message", "source_message", "requested_by"]
     readonly_fields = [f.name for f in Regeneration._meta.fields]
     actions = ["cancel_selected"]

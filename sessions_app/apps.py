@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class SessionsAppConfig(AppConfig):
     name = "sessions_app"
     verbose_name = "Collaboration sessions"
+
+    def ready(self) -> None:
+        # Registers the regeneration counters at start-up, so /metrics shows them at 0.
+        from sessions_app.regenerations import metrics  # noqa: F401

@@ -35,6 +35,18 @@ class CollabSession(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def save(self, *args, **kwargs) -> None:
+        """Never write `last_event_id` when updating a row: only event_publish advances it,
+        in SQL, under the row's lock. A save of an instance read earlier (the admin's form,
+        any code holding a stale copy) would otherwise roll the counter back, and every
+        later publish would collide with a stored id (IntegrityError)."""
+        if not self._state.adding and not kwargs.get("force_insert"):
+            fields = kwargs.get("update_fields")
+            if fields is None:
+                fields = [f.name for f in self._meta.concrete_fields if not f.primary_key]
+            kwargs["update_fields"] = [name for name in fields if name != "last_event_id"]
+        super().save(*args, **kwargs)
+
 
 class Membership(models.Model):
     session = models.ForeignKey(CollabSession, on_delete=models.CASCADE, related_name="memberships")

@@ -32,6 +32,7 @@ from sessions_app.models import (
 )
 from sessions_app.providers import Turn, get_provider
 from sessions_app.regenerations import selectors
+from sessions_app.regenerations.metrics import count_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def regeneration_start(
             )
     except IntegrityError:
         raise RegenerationConflict("A regeneration of this message is already running.")
+    count_after_commit(RegenerationStatus.QUEUED)
     event_publish(
         session_id=session.pk,
         payload=events.message_regenerating(
@@ -135,6 +137,7 @@ def _cancel_in_transaction(*, regeneration_id: UUID) -> bool:
     )
     if not updated:
         return False
+    count_after_commit(RegenerationStatus.CANCELLED)
     row = Regeneration.objects.values("session_id", "message_id").get(pk=regeneration_id)
     event_publish(
         session_id=row["session_id"],
@@ -193,6 +196,7 @@ def regeneration_claim(*, regeneration_id: UUID | str, worker: str) -> RunPlan |
         )
         if not claimed:
             return None
+        count_after_commit(RegenerationStatus.RUNNING)
         regeneration = Regeneration.objects.select_related("source_message", "requested_by").get(pk=regeneration_id)
         conversation = selectors.regeneration_conversation(regeneration=regeneration)
     return RunPlan(
@@ -243,6 +247,7 @@ def regeneration_complete(*, plan: RunPlan, content: str) -> bool:
     with transaction.atomic():
         if not _running(plan, status=RegenerationStatus.COMPLETED, content=content, progress=100, finished_at=now):
             return False
+        count_after_commit(RegenerationStatus.COMPLETED)
         Message.objects.filter(pk=plan.message_id).update(content=content)
         event_publish(
             session_id=plan.session_id,
@@ -256,6 +261,7 @@ def regeneration_fail(*, plan: RunPlan, error: str) -> bool:
     with transaction.atomic():
         if not _running(plan, status=RegenerationStatus.FAILED, error=error, finished_at=timezone.now()):
             return False
+        count_after_commit(RegenerationStatus.FAILED)
         event_publish(
             session_id=plan.session_id,
             payload=events.regeneration_error(message_id=str(plan.message_id), task_id=plan.task_id, error=error),
@@ -292,6 +298,7 @@ def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, li
             ).update(status=RegenerationStatus.FAILED, error=LOST_ERROR, finished_at=now)
             if not updated:
                 continue
+            count_after_commit(RegenerationStatus.FAILED)
             event_publish(
                 session_id=session_id,
                 payload=events.regeneration_error(

@@ -4,7 +4,7 @@ import asyncio
 import datetime as dt
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from realtime import workers
@@ -61,11 +61,11 @@ async def test_the_hub_beats_while_running_and_unregisters_on_stop(settings):
     await hub.start()
     try:
         for _ in range(200):
-            if await sync_to_async(Worker.objects.filter(id=workers.process_identity()).exists)():
+            if await database_sync_to_async(Worker.objects.filter(id=workers.process_identity()).exists)():
                 break
             await asyncio.sleep(0.02)
         else:
             pytest.fail("no heartbeat was recorded")
     finally:
         await hub.stop()
-    assert not await sync_to_async(Worker.objects.filter(id=workers.process_identity()).exists)()
+    assert not await database_sync_to_async(Worker.objects.filter(id=workers.process_identity()).exists)()
