@@ -170,6 +170,7 @@ class Hub:
                 if key not in self._joined and self._streams.get(key):
                     await self.layer.group_add(session_group(key), self.channel)
                     self._joined.add(key)
+                    self.presence.serve(key)
                     if self._registry_enabled:
                         self._presence_loads[key] = self._spawn(self._load_presence(key), "chorus-hub-presence")
 
@@ -253,10 +254,10 @@ class Hub:
         self._apply_registry(rows, keys=[key])
 
     def _apply_registry(self, rows: list[WorkerInfo], keys: list[str]) -> None:
+        # A row's version is that of its process's newest presence change (realtime.presence).
+        live = [(w, max((load.version for load in w.sessions.values()), default=0)) for w in rows if w.alive]
         for key in keys:
-            views = {
-                w.id: (w.sessions[key].version, w.sessions[key].users) for w in rows if w.alive and key in w.sessions
-            }
+            views = {w.id: (version, w.sessions[key].users if key in w.sessions else None) for w, version in live}
             for change in self.presence.apply_registry(key, views):
                 self._presence_frame(key, change)
 

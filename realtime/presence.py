@@ -14,8 +14,10 @@ How the processes learn of each other, cheaply:
   first stream), and every heartbeat to heal lost deltas and to drop the users of
   processes that died (a SIGKILLed process stops heartbeating and is gone after
   CHORUS_WORKER_STALE_SECONDS).
-Versions are per (process, session) and only grow, so an older registry row never
-overwrites a newer delta.
+Versions count a process's presence changes (all sessions together) and only grow for
+the life of the process, so an older registry row never overwrites a newer delta, and a
+row says for sure that a session it lacks is no longer served only when it is newer than
+what a hub knows.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class ClusterPresence:
         self.worker = worker
         self._local: dict[str, _Local] = {}
         self._remote: dict[str, dict[str, _RemoteView]] = {}
+        self._version = 0  # this process's presence changes so far
+
+    def serve(self, key: str) -> None:
+        """This process starts serving `key`: from now on it keeps the cluster's view."""
+        self._local.setdefault(key, _Local())
 
     # --- reading ----------------------------------------------------------------------
     def is_online(self, key: str, username: str) -> bool:
@@ -84,7 +91,8 @@ class ClusterPresence:
         if count > 1:
             return None, None
         local.since[username] = time.time()
-        local.version += 1
+        self._version += 1
+        local.version = self._version
         return self._delta(key, username, 1), None if was_online else Change(username, True)
 
     def close(self, key: str, username: str) -> tuple[dict | None, Change | None]:
@@ -98,7 +106,8 @@ class ClusterPresence:
             return None, None
         del local.users[username]
         local.since.pop(username, None)
-        local.version += 1
+        self._version += 1
+        local.version = self._version
         delta = self._delta(key, username, 0)
         return delta, None if self.is_online(key, username) else Change(username, False)
 
@@ -138,10 +147,12 @@ class ClusterPresence:
         after = self.is_online(key, username)
         return None if before == after else Change(username, after)
 
-    def apply_registry(self, key: str, rows: dict[str, tuple[int, dict[str, int]]]) -> list[Change]:
-        """Replace the views of other processes by the registry's rows of *live* processes
-        for `key` ({worker: (version, users)}): newer rows win, processes absent from the
-        rows (dead, or no longer serving the session) are dropped."""
+    def apply_registry(self, key: str, rows: dict[str, tuple[int, dict[str, int] | None]]) -> list[Change]:
+        """Bring the views of other processes in line with the registry's rows of *live*
+        processes: {worker: (the row's version, its users of `key` or None if it lists no
+        such session)}. A row at least as new as a view replaces it (or drops it, when the
+        row lacks the session); an older row is ignored; processes absent from `rows`
+        (dead) are dropped."""
         if key not in self._local:
             return []
         before = set(self.online(key))
@@ -152,7 +163,11 @@ class ClusterPresence:
             if worker == self.worker:
                 continue
             view = views.get(worker)
-            if view is None or version > view.version:
+            if view is not None and version < view.version:
+                continue
+            if users is None:
+                views.pop(worker, None)
+            else:
                 views[worker] = _RemoteView(version=version, users={u: n for u, n in users.items() if n > 0})
         after = set(self.online(key))
         return [Change(name, True) for name in sorted(after - before)] + [
