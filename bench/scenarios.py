@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import httpx
+
 from bench import procstats
 from bench.client import Spec, WorkerHandle
 from bench.publisher import Api, PublishResult, bounded, paced_publish, stamp
@@ -49,11 +51,17 @@ class Scenario:
                 f"{self.subs} subscribers, events at {self.rate:g}/s for {self.extra['seconds']:g}s, "
                 f"all drop at {self.extra['drop_at']:g}s and reconnect with Last-Event-ID"
             )
+        if self.kind == "presence":
+            churn = self.extra["churn_rate"]
+            who = f"{self.extra['churn_users']} other users joining and leaving at {churn:g}/s" if churn else "no churn"
+            return f"1 session, {self.subs} subscribers, {self.events} events at {self.rate:g}/s; {who}"
         return (
             f"{self.subs} subscribers, {self.extra['regenerations']} local regenerations "
             f"({self.extra['parallel']} at a time, token delay {self.extra['token_delay_ms']:g} ms)"
         )
 
+
+PRESENCE = {"churn_users": 60, "hold_seconds": 0.5}
 
 DEFAULT = [
     Scenario("fanout-100", "fanout", subs=100, events=200, rate=20),
@@ -69,6 +77,8 @@ DEFAULT = [
         subs=1000,
         extra={"regenerations": 20, "parallel": 2, "token_delay_ms": 5},
     ),
+    Scenario("presence-1000", "presence", subs=1000, events=200, rate=20, extra={**PRESENCE, "churn_rate": 0}),
+    Scenario("presence-churn-1000", "presence", subs=1000, events=200, rate=20, extra={**PRESENCE, "churn_rate": 50}),
 ]
 
 QUICK = [
@@ -85,6 +95,8 @@ QUICK = [
         subs=100,
         extra={"regenerations": 4, "parallel": 2, "token_delay_ms": 5},
     ),
+    Scenario("presence-1000", "presence", subs=100, events=40, rate=20, extra={**PRESENCE, "churn_rate": 0}),
+    Scenario("presence-churn-1000", "presence", subs=100, events=40, rate=20, extra={**PRESENCE, "churn_rate": 50}),
 ]
 
 
@@ -130,6 +142,7 @@ class Bench:
             "replay": self._replay,
             "storm": self._storm,
             "tokens": self._tokens,
+            "presence": self._presence,
         }[scenario.kind]
         row = Row(scenario=scenario.name, description=scenario.describe(), server=self.options.server)
         row.notes["client_processes"] = len(self.workers)
@@ -379,6 +392,75 @@ class Bench:
             row.notes["event_rate_per_s"] = round((end - start_id) / max(1e-9, finished - started), 1)
             row.notes["regenerations"] = {s: statuses.count(s) for s in sorted(set(statuses))}
             row.notes["latency_source"] = "envelope timestamp (server clock, ms resolution)"
+
+    async def _presence(self, sc: Scenario, row: Row) -> None:
+        """Ordinary events to a large session while other users' streams come and go: each
+        arrival or departure is a `presence_joined`/`presence_left` frame to every
+        subscriber. Run with and without churn to read what presence costs."""
+        async with self.cluster(row) as ctx:
+            session = await ctx.new_session_with_viewers("presence")
+            churners = [f"bench-churn-{i}" for i in range(sc.extra["churn_users"] if sc.extra["churn_rate"] else 0)]
+            tokens = await asyncio.to_thread(ctx.cluster.create_users, *churners, timeout=240) if churners else {}
+            await bounded(
+                8, [lambda n=n, i=i: ctx.api.add_member(session, n, "viewer", index=i) for i, n in enumerate(churners)]
+            )
+            await ctx.warm_up([session])
+            await ctx.open_subscribers(row, sc.subs, ctx.specs([session] * sc.subs, viewers=True))
+            stop = asyncio.Event()
+            churn = asyncio.ensure_future(
+                churn_presence(ctx, session, [tokens[n] for n in churners], sc.extra["churn_rate"],
+                               sc.extra["hold_seconds"], stop)
+            )  # fmt: skip
+            try:
+                await ctx.publish_and_measure(row, [session], sc.events, sc.rate, per_event=True)
+            finally:
+                stop.set()
+                stats = await churn
+            row.notes["churn"] = stats
+
+
+async def churn_presence(
+    ctx: Context, session: str, tokens: list[str], rate: float, hold: float, stop: asyncio.Event
+) -> dict:
+    """Open a stream as the next user every 1/rate s, hold it `hold` s, close it; until
+    `stop`. Returns how many came and went, and how many failed to open."""
+    stats = {"opened": 0, "failed": 0}
+    if not rate or not tokens:
+        return stats
+
+    async def visit(client: httpx.AsyncClient, token: str) -> None:
+        try:
+            async with client.stream(
+                "GET", f"/sse/sessions/{session}/", headers={"Authorization": f"Token {token}"}
+            ) as response:
+                if response.status_code != 200:
+                    stats["failed"] += 1
+                    return
+                async for line in response.aiter_lines():
+                    if line.startswith("event: connection"):
+                        break
+                stats["opened"] += 1
+                await asyncio.sleep(hold)
+        except httpx.HTTPError:
+            stats["failed"] += 1
+
+    clients = [httpx.AsyncClient(base_url=url, timeout=10) for url in ctx.cluster.urls]
+    visits: set[asyncio.Task] = set()
+    try:
+        index = 0
+        while not stop.is_set():
+            task = asyncio.ensure_future(visit(clients[index % len(clients)], tokens[index % len(tokens)]))
+            visits.add(task)
+            task.add_done_callback(visits.discard)
+            index += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1 / rate)
+        if visits:
+            await asyncio.wait(visits, timeout=hold + 10)
+    finally:
+        for client in clients:
+            await client.aclose()
+    return stats
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,14 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "regeneration_session": CHORUS_REGENERATION_RATE_SESSION,
 }
 
+# --- Presence, typing, read positions (CONTRACT §7) -------------------------------------
+# A typing notice lasts this long unless renewed; clients renew about every third of it.
+CHORUS_TYPING_EXPIRES_SECONDS = env_float("CHORUS_TYPING_EXPIRES_SECONDS", 6)
+# Per-user limits (DRF rate strings; empty for none).
+CHORUS_TYPING_RATE_USER = os.environ.get("CHORUS_TYPING_RATE_USER", "60/minute")
+CHORUS_PRESENCE_RATE_USER = os.environ.get("CHORUS_PRESENCE_RATE_USER", "120/minute")
+CHORUS_READ_POSITION_RATE_USER = os.environ.get("CHORUS_READ_POSITION_RATE_USER", "120/minute")
+
 # --- Cache: throttle counters; shared through Redis when there are several processes ---
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

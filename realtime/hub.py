@@ -23,15 +23,37 @@ from django.utils.module_loading import import_string
 
 from realtime import metrics, sse
 from realtime.db import stream_db
-from realtime.publish import BROADCAST_MESSAGE_TYPE, SESSION_CLOSED_MESSAGE_TYPE, session_group
+from realtime.presence import PRESENCE_MESSAGE_TYPE, Change, ClusterPresence
+from realtime.publish import (
+    BROADCAST_MESSAGE_TYPE,
+    EPHEMERAL_MESSAGE_TYPE,
+    SESSION_CLOSED_MESSAGE_TYPE,
+    session_group,
+)
 from realtime.replay import newest_event_ids, replay_rows
-from realtime.workers import SessionLoad, worker_heartbeat, worker_unregister
+from realtime.workers import (
+    SessionLoad,
+    WorkerInfo,
+    process_identity,
+    worker_heartbeat,
+    worker_unregister,
+    workers_list,
+)
 
 logger = logging.getLogger(__name__)
 
 # How long the hub holds an event that arrived ahead of a missing id before it reads the
 # gap from the database (broadcasts from two processes can cross by a few milliseconds).
 REORDER_WAIT_SECONDS = 0.05
+# While a regeneration runs the assistant counts as typing (CONTRACT §7): the hub tells its
+# streams so when it sees the run start, renews it every half of this, and ends it with
+# the run's last event. No extra message crosses the cluster for it.
+ASSISTANT_TYPING_SECONDS = 6.0
+_ASSISTANT_ENDS = frozenset({"message_regenerated", "regeneration_error", "regeneration_cancelled"})
+# How long the first stream of a session waits for the registry's presence snapshot.
+PRESENCE_LOAD_TIMEOUT = 1.0
+# A presence change is written to the registry this soon (changes in between coalesce).
+PRESENCE_WRITE_DELAY = 0.3
 
 
 class HubStream(Protocol):
@@ -41,6 +63,8 @@ class HubStream(Protocol):
     username: str
 
     def offer(self, seq: int, frame: bytes) -> None: ...
+
+    def ephemeral(self, frame: bytes) -> None: ...
 
     def tick(self, now: float) -> None: ...
 
@@ -73,6 +97,14 @@ class Hub:
         self._filling: set[str] = set()
         self._process_groups: set[str] = set()
         self._heartbeat: asyncio.Task | None = None
+        self._beat_soon = asyncio.Event()
+        # Presence (realtime.presence): the streams counted, by the username they count as.
+        self.presence = ClusterPresence(process_identity())
+        self._present: dict[HubStream, str] = {}
+        self._presence_loads: dict[str, asyncio.Task] = {}
+        # Regenerations running per session (task id -> when seen), for assistant typing.
+        self._assistant: dict[str, dict[str, float]] = {}
+        self._assistant_renewed = 0.0
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         """A process-wide task, in a fresh context. Tasks copy the context they are created
@@ -138,6 +170,9 @@ class Hub:
                 if key not in self._joined and self._streams.get(key):
                     await self.layer.group_add(session_group(key), self.channel)
                     self._joined.add(key)
+                    self.presence.serve(key)
+                    if self._registry_enabled:
+                        self._presence_loads[key] = self._spawn(self._load_presence(key), "chorus-hub-presence")
 
     def detach(self, stream: HubStream) -> None:
         """Stop offering events to `stream`; idempotent."""
@@ -147,8 +182,17 @@ class Hub:
             return
         streams.discard(stream)
         metrics.OPEN_STREAMS.dec()
+        username = self._present.pop(stream, None)
+        if username is not None:
+            delta, change = self.presence.close(key, username)
+            self._presence_changed(key, delta, change)
         if not streams:
             del self._streams[key]
+            self.presence.forget(key)
+            self._assistant.pop(key, None)
+            load = self._presence_loads.pop(key, None)
+            if load is not None:
+                load.cancel()
             self._seen.pop(key, None)
             self._suspects.pop(key, None)
             self._early.pop(key, None)
@@ -158,6 +202,89 @@ class Hub:
             task = self._spawn(self._leave(key), "chorus-hub-leave")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    # --- presence and other ephemeral signals (CONTRACT §7) ------------------------------
+    @property
+    def _registry_enabled(self) -> bool:
+        return settings.CHORUS_WORKER_HEARTBEAT_SECONDS > 0
+
+    async def presence_enter(self, stream: HubStream) -> list[str]:
+        """Count an opened stream (its username is known) in the session's presence, tell
+        the cluster if its user just came online, and return who is online now (the
+        stream's `presence` snapshot, its own user included)."""
+        key = stream.session_key
+        load = self._presence_loads.get(key)
+        if load is not None and not load.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(load), PRESENCE_LOAD_TIMEOUT)
+            except Exception:
+                logger.warning("presence snapshot of session %s not loaded; continuing without it", key)
+        if stream in self._present or stream not in self._streams.get(key, ()):
+            return self.presence.online(key)
+        self._present[stream] = stream.username
+        delta, change = self.presence.open(key, stream.username)
+        self._presence_changed(key, delta, change)
+        return self.presence.online(key)
+
+    def assistant_typing(self, key: str) -> bool:
+        return bool(self._assistant.get(key))
+
+    def _presence_changed(self, key: str, delta: dict | None, change: Change | None) -> None:
+        if delta is not None:
+            task = self._spawn(self.layer.group_send(session_group(key), delta), "chorus-hub-presence-send")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            task.add_done_callback(_log_failure)
+            self._beat_soon.set()
+        if change is not None:
+            self._presence_frame(key, change)
+
+    def _presence_frame(self, key: str, change: Change) -> None:
+        name = "presence_joined" if change.joined else "presence_left"
+        self._ephemeral(key, sse.unnumbered(name, {"username": change.username}))
+
+    def _ephemeral(self, key: str, frame: bytes, exclude: str | None = None) -> None:
+        for stream in tuple(self._streams.get(key, ())):
+            if exclude is None or stream.username != exclude:
+                stream.ephemeral(frame)
+
+    async def _load_presence(self, key: str) -> None:
+        """The other processes' users of a session this process just started serving."""
+        rows = await stream_db(workers_list)()
+        self._apply_registry(rows, keys=[key])
+
+    def _apply_registry(self, rows: list[WorkerInfo], keys: list[str]) -> None:
+        # A row's version is that of its process's newest presence change (realtime.presence).
+        live = [(w, max((load.version for load in w.sessions.values()), default=0)) for w in rows if w.alive]
+        for key in keys:
+            views = {w.id: (version, w.sessions[key].users if key in w.sessions else None) for w, version in live}
+            for change in self.presence.apply_registry(key, views):
+                self._presence_frame(key, change)
+
+    def _track_assistant(self, key: str, name: str, envelope: str) -> None:
+        task_id = json.loads(envelope)["data"].get("taskId")
+        running = self._assistant.setdefault(key, {})
+        was_typing = bool(running)
+        if name in _ASSISTANT_ENDS:
+            running.pop(task_id, None)
+        else:
+            running[task_id] = self.loop.time()
+        if bool(running) != was_typing or name not in _ASSISTANT_ENDS:
+            self._ephemeral(key, assistant_typing_frame(bool(running)))
+        if not running:
+            del self._assistant[key]
+
+    def _renew_assistant_typing(self, now: float) -> None:
+        if now - self._assistant_renewed < ASSISTANT_TYPING_SECONDS / 2:
+            return
+        self._assistant_renewed = now
+        longest = settings.CHORUS_REGENERATION_MAX_SECONDS + 60  # its end event was lost
+        for key, running in list(self._assistant.items()):
+            for task_id in [t for t, since in running.items() if now - since > longest]:
+                del running[task_id]
+            self._ephemeral(key, assistant_typing_frame(bool(running)))
+            if not running:
+                del self._assistant[key]
 
     async def _leave(self, key: str) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -204,6 +331,13 @@ class Hub:
         elif kind == SESSION_CLOSED_MESSAGE_TYPE:
             for stream in tuple(self._streams.get(message["session"], ())):
                 stream.revoke()
+        elif kind == PRESENCE_MESSAGE_TYPE:
+            change = self.presence.apply_delta(message)
+            if change is not None:
+                self._presence_frame(message["session"], change)
+        elif kind == EPHEMERAL_MESSAGE_TYPE:
+            frame = sse.unnumbered(message["event"], message["data"])
+            self._ephemeral(message["session"], frame, exclude=message.get("exclude"))
         elif kind in self._handlers:
             self._handlers[kind](message)
         elif kind == "hub.ping":
@@ -289,6 +423,8 @@ class Hub:
         frame = sse.frame(seq, name, envelope)
         for stream in tuple(streams):
             stream.offer(seq, frame)
+        if name == "message_regenerating" or name in _ASSISTANT_ENDS:
+            self._track_assistant(key, name, envelope)
         if name == "member_left":
             username = json.loads(envelope)["data"].get("username")
             for stream in tuple(streams):
@@ -336,6 +472,8 @@ class Hub:
             for streams in tuple(self._streams.values()):
                 for stream in tuple(streams):
                     stream.tick(now)
+            if self._assistant:
+                self._renew_assistant_typing(now)
             if now >= next_reconcile:
                 next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
                 try:
@@ -348,13 +486,22 @@ class Hub:
         process is alive and what it serves. A failed beat is logged and retried; it must
         never stop the loop (a process that stops beating is shown as gone)."""
         while True:
+            self._beat_soon.clear()
             try:
-                await stream_db(worker_heartbeat)(sessions=self.session_loads(), connections=self.stream_count())
+                rows = await stream_db(worker_heartbeat)(sessions=self.session_loads(), connections=self.stream_count())
+                # Heal presence from the registry: lost deltas, processes that died.
+                self._apply_registry(rows, keys=list(self._streams))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("worker heartbeat failed; retrying", exc_info=True)
-            await asyncio.sleep(settings.CHORUS_WORKER_HEARTBEAT_SECONDS)
+            try:
+                # A presence change wakes the loop early, so the registry (and with it the
+                # presence API and the next process's snapshot) follows within a second.
+                await asyncio.wait_for(self._beat_soon.wait(), settings.CHORUS_WORKER_HEARTBEAT_SECONDS)
+                await asyncio.sleep(PRESENCE_WRITE_DELAY)
+            except TimeoutError:
+                pass
 
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed probe budget)
         """A round trip through the channel layer to this hub's own channel (readiness)."""
@@ -376,15 +523,13 @@ class Hub:
         return {key: len(streams) for key, streams in self._streams.items()}
 
     def session_loads(self) -> dict[str, SessionLoad]:
-        """Per session with local streams: how many, and how many per user (streams still
-        opening, whose user is not known yet, count as streams only)."""
+        """Per session with local streams: how many, and the presence of this process (users
+        and their stream counts, since when, the version). Streams still opening, whose
+        user is not known yet, count as streams only."""
         loads = {}
         for key, streams in self._streams.items():
-            users: dict[str, int] = {}
-            for stream in streams:
-                if stream.username:
-                    users[stream.username] = users.get(stream.username, 0) + 1
-            loads[key] = SessionLoad(streams=len(streams), users=users)
+            version, users, since = self.presence.local_snapshot(key)
+            loads[key] = SessionLoad(streams=len(streams), users=users, since=since, version=version)
         return loads
 
     def joined_groups(self) -> set[str]:
@@ -392,6 +537,18 @@ class Hub:
 
     def background_task_count(self) -> int:
         return len(self._background)
+
+
+def assistant_typing_frame(typing: bool) -> bytes:
+    data: dict = {"username": "assistant", "typing": typing}
+    if typing:
+        data["expiresIn"] = ASSISTANT_TYPING_SECONDS
+    return sse.unnumbered("typing", data)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("channel-layer send failed: %r", task.exception())
 
 
 _hub: Hub | None = None

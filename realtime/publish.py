@@ -102,6 +102,21 @@ def broadcast_message(event: Event) -> dict:
 
 
 SESSION_CLOSED_MESSAGE_TYPE = "session.closed"
+EPHEMERAL_MESSAGE_TYPE = "session.ephemeral"
+
+
+def ephemeral_send(*, session_id: UUID | str, event: str, data: dict, exclude_username: str | None = None) -> None:
+    """Send an unnumbered frame (`typing`, `read_position`: CONTRACT §7) to every open
+    stream of the session in every process, except the streams of `exclude_username`.
+    Nothing is stored and nothing is replayed; a frame lost on the way is simply lost.
+    Call from sync code (a request thread); in a transaction, call it from on_commit."""
+    message = {"type": EPHEMERAL_MESSAGE_TYPE, "session": str(UUID(str(session_id))), "event": event, "data": data}
+    if exclude_username is not None:
+        message["exclude"] = exclude_username
+    try:
+        _group_send_from_sync(session_group(session_id), message)
+    except Exception:
+        logger.exception("sending %s to session %s failed", event, session_id)
 
 
 def session_close_streams(*, session_id: UUID | str) -> None:

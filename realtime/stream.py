@@ -31,7 +31,7 @@ from realtime import metrics, sse
 from realtime.access import Credentials, StreamRefused, StreamStart, stream_open
 from realtime.db import stream_db
 from realtime.eager import start_eagerly
-from realtime.hub import Hub, get_hub
+from realtime.hub import Hub, assistant_typing_frame, get_hub
 from realtime.replay import replay_rows
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class SessionStream(AsyncHttpConsumer):
             raise StreamRefused(503, "The event stream is unavailable; retry later.") from exc
 
         self.username = start.username
+        online = await hub.presence_enter(self)
         hub.note_position(self.session_key, start.newest)
         now = hub.loop.time()
         self._deadline = now + settings.CHORUS_STREAM_MAX_SECONDS
@@ -173,7 +174,10 @@ class SessionStream(AsyncHttpConsumer):
                     "lastEventId": start.newest,
                 },
             ),
+            sse.unnumbered("presence", {"online": online}),
         ]
+        if hub.assistant_typing(self.session_key):
+            opening.append(assistant_typing_frame(True))
         if start.after is None:
             self._last_seq = start.newest
         else:
@@ -219,6 +223,12 @@ class SessionStream(AsyncHttpConsumer):
             self._abort("queue_full")
             return
         self._held.append((seq, frame))
+
+    def ephemeral(self, frame: bytes) -> None:
+        """An unnumbered frame (presence, typing, read positions): written as it comes,
+        once the stream is open; it takes no part in ids, holding or replay."""
+        if self._opened and not self._closed:
+            self._write(frame)
 
     def tick(self, now: float) -> None:
         if self._closed or not self._opened:

@@ -63,18 +63,23 @@ def rss_mb() -> float:
 
 @dataclass(frozen=True, slots=True)
 class SessionLoad:
-    """What one process serves of one session: open streams and, per username, how many."""
+    """What one process serves of one session: open streams and, per username, how many;
+    since when each user has had one open (epoch seconds), and the version of this
+    process's presence for the session (realtime.presence: it only grows)."""
 
     streams: int
     users: dict[str, int] = field(default_factory=dict)
+    since: dict[str, float] = field(default_factory=dict)
+    version: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"streams": self.streams, "users": self.users}
+        return {"streams": self.streams, "users": self.users, "since": self.since, "v": self.version}
 
 
-def worker_heartbeat(*, sessions: dict[str, SessionLoad], connections: int) -> None:
-    """Record that this process is alive and what it serves (one UPSERT), and forget
-    processes silent for longer than CHORUS_WORKER_FORGET_SECONDS. Runs in a thread."""
+def worker_heartbeat(*, sessions: dict[str, SessionLoad], connections: int) -> list[WorkerInfo]:
+    """Record that this process is alive and what it serves (one UPSERT), forget processes
+    silent for longer than CHORUS_WORKER_FORGET_SECONDS, and return the registry as it now
+    is (`workers_list`). Runs in a thread."""
     now = timezone.now()
     identity = process_identity()
     host, pid, _ = identity.rsplit(":", 2)
@@ -92,6 +97,7 @@ def worker_heartbeat(*, sessions: dict[str, SessionLoad], connections: int) -> N
     )
     forget_before = now - dt.timedelta(seconds=settings.CHORUS_WORKER_FORGET_SECONDS)
     Worker.objects.filter(last_seen__lt=forget_before).delete()
+    return workers_list(now=now)
 
 
 def worker_unregister() -> None:
@@ -117,7 +123,10 @@ def _load(raw: Any) -> dict[str, SessionLoad]:
     for key, value in (raw or {}).items():
         if isinstance(value, dict):
             users = {str(u): int(n) for u, n in (value.get("users") or {}).items()}
-            loads[str(key)] = SessionLoad(streams=int(value.get("streams", 0)), users=users)
+            since = {str(u): float(t) for u, t in (value.get("since") or {}).items()}
+            loads[str(key)] = SessionLoad(
+                streams=int(value.get("streams", 0)), users=users, since=since, version=int(value.get("v", 0))
+            )
     return loads
 
 
@@ -143,18 +152,18 @@ def workers_list(*, now: dt.datetime | None = None) -> list[WorkerInfo]:
 
 
 def cluster_session_loads(*, workers: list[WorkerInfo] | None = None) -> dict[str, SessionLoad]:
-    """Per session, the streams and users of every live process added up."""
+    """Per session, the streams and users of every live process added up (a user's
+    `since` is their earliest; `version` means nothing across processes and is 0)."""
     totals: dict[str, SessionLoad] = {}
     for worker in workers if workers is not None else workers_list():
         if not worker.alive:
             continue
         for key, load in worker.sessions.items():
-            current = totals.get(key)
-            if current is None:
-                totals[key] = SessionLoad(streams=load.streams, users=dict(load.users))
-                continue
-            users = dict(current.users)
+            current = totals.get(key) or SessionLoad(streams=0)
+            users, since = dict(current.users), dict(current.since)
             for username, count in load.users.items():
                 users[username] = users.get(username, 0) + count
-            totals[key] = SessionLoad(streams=current.streams + load.streams, users=users)
+            for username, moment in load.since.items():
+                since[username] = min(moment, since.get(username, moment))
+            totals[key] = SessionLoad(streams=current.streams + load.streams, users=users, since=since)
     return totals

@@ -53,6 +53,8 @@ class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices)
     created_at = models.DateTimeField(default=timezone.now)
+    # "Seen up to": the newest event id this member has read (CONTRACT §7); only grows.
+    last_read_event_id = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["created_at", "id"]

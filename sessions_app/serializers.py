@@ -27,6 +27,17 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that refuses strings, floats and booleans in a JSON body."""
+
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 # --- input --------------------------------------------------------------------------------
 class SessionInput(serializers.Serializer):
     title = StrictCharField(max_length=200)
@@ -57,10 +68,11 @@ class EventsQuery(serializers.Serializer):
 # --- output -------------------------------------------------------------------------------
 class MemberOutput(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username")
+    lastReadEventId = serializers.IntegerField(source="last_read_event_id")
 
     class Meta:
         model = Membership
-        fields = ["username", "role"]
+        fields = ["username", "role", "lastReadEventId"]
 
 
 class SessionOutput(serializers.ModelSerializer):
@@ -162,3 +174,22 @@ class RegenerationOutput(serializers.ModelSerializer):
 
     def get_error(self, obj) -> str | None:
         return obj.error or None
+
+
+# --- presence, typing, read positions (CONTRACT §7) ------------------------------------------
+class ReadPositionInput(serializers.Serializer):
+    lastEventId = StrictIntegerField(min_value=0, max_value=2**63 - 1)
+
+
+class ReadPositionOutput(serializers.Serializer):
+    lastEventId = serializers.IntegerField()
+
+
+class PresenceUserOutput(serializers.Serializer):
+    username = serializers.CharField()
+    streams = serializers.IntegerField()
+    since = serializers.DateTimeField()
+
+
+class PresenceOutput(serializers.Serializer):
+    online = PresenceUserOutput(many=True)

@@ -51,3 +51,19 @@ def regeneration_throttle_check(*, request: Request, view, session_id: UUID) -> 
     if waits:
         known = [w for w in waits if w is not None]
         raise Throttled(wait=max(known) if known else None)
+
+
+class SettingRateThrottle(SimpleRateThrottle):
+    """A per-user limit whose rate (a DRF rate string, empty for none) is read from the
+    setting `setting_name` at each request, so deployments and tests can change it."""
+
+    def __init__(self, scope: str, setting_name: str) -> None:
+        self.scope = scope
+        self.setting_name = setting_name
+        super().__init__()
+
+    def get_rate(self) -> str | None:
+        return getattr(settings, self.setting_name) or None
+
+    def get_cache_key(self, request, view) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}

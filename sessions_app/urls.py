@@ -1,7 +1,7 @@
 from django.urls import path, re_path
 from rest_framework.authtoken.views import obtain_auth_token
 
-from sessions_app import api
+from sessions_app import api, presence_api
 
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
@@ -21,4 +21,9 @@ urlpatterns = [
         name="regeneration-cancel",
     ),
     path("sessions/<str:session_id>/stream-ticket/", api.StreamTicketApi.as_view(), name="stream-ticket"),
+    path("sessions/<str:session_id>/presence/", presence_api.PresenceApi.as_view(), name="session-presence"),
+    path("sessions/<str:session_id>/typing/", presence_api.TypingApi.as_view(), name="session-typing"),
+    path(
+        "sessions/<str:session_id>/read-position/", presence_api.ReadPositionApi.as_view(), name="session-read-position"
+    ),
 ]

@@ -30,7 +30,7 @@ def test_a_heartbeat_records_this_process_and_what_it_serves():
     assert row.id == workers.process_identity()
     assert row.pid > 0 and row.rss_mb > 0
     assert row.connections == 1
-    assert row.sessions == {"s1": {"streams": 1, "users": {"alice": 1}}}
+    assert row.sessions == {"s1": {"streams": 1, "users": {"alice": 1}, "since": {}, "v": 0}}
 
 
 def test_a_silent_process_is_gone_then_forgotten(settings):

@@ -32,7 +32,7 @@ def test_owner_adds_a_member_and_member_joined_is_emitted(api, collab, alice, ou
     # The new member now sees the session, with their role.
     body = api(outsider).get(f"/api/v1/sessions/{collab.pk}/").json()
     assert body["role"] == "viewer"
-    assert {"username": "mallory", "role": "viewer"} in body["members"]
+    assert {"username": "mallory", "role": "viewer", "lastReadEventId": 0} in body["members"]
 
 
 def test_owner_adds_an_editor_who_may_then_write(api, collab, alice, outsider):

@@ -83,7 +83,7 @@ def test_create_makes_the_caller_owner_and_emits_member_joined(api, alice):
     assert body["title"] == "Roadmap"
     assert body["owner"] == "alice"
     assert body["role"] == "owner"
-    assert body["members"] == [{"username": "alice", "role": "owner"}]
+    assert body["members"] == [{"username": "alice", "role": "owner", "lastReadEventId": 0}]
     session = CollabSession.objects.get(pk=body["id"])
     assert session.owner == alice
     assert body["lastEventId"] == session.last_event_id == 1
@@ -147,9 +147,9 @@ def test_retrieve_carries_members_role_and_last_event_id(api, collab, alice, bob
     assert body["role"] == "editor"
     assert body["lastEventId"] == collab.last_event_id == 4
     assert body["members"] == [
-        {"username": "alice", "role": "owner"},
-        {"username": "bob", "role": "editor"},
-        {"username": "carol", "role": "viewer"},
+        {"username": "alice", "role": "owner", "lastReadEventId": 0},
+        {"username": "bob", "role": "editor", "lastReadEventId": 0},
+        {"username": "carol", "role": "viewer", "lastReadEventId": 0},
     ]
 
 

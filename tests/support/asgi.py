@@ -9,14 +9,22 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlencode
 
-from tests.support.sse import Frame, SSEParser, events_until
+from tests.support.sse import EPHEMERAL_EVENTS, Frame, SSEParser, events_until
 
 
 class ASGIStream:
     def __init__(
-        self, app, path: str, *, headers: dict[str, str] | None = None, query: dict | None = None, send_hook=None
+        self,
+        app,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        query: dict | None = None,
+        send_hook=None,
+        ephemeral: bool = False,
     ) -> None:
         self.app = app
+        self.ephemeral = ephemeral
         self.scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -75,10 +83,13 @@ class ASGIStream:
         return await asyncio.wait_for(self._frames.get(), timeout)
 
     async def next_event(self, timeout: float = 5.0) -> Frame | None:
-        """The next frame that carries an event (skips keepalives and `retry:`)."""
+        """The next frame that carries an event (skips keepalives and `retry:`, and the
+        ephemeral signals unless the stream was opened with `ephemeral=True`)."""
         while True:
             frame = await self.next_frame(timeout)
-            if frame is None or frame.event is not None:
+            if frame is None:
+                return None
+            if frame.event is not None and (self.ephemeral or frame.event not in EPHEMERAL_EVENTS):
                 return frame
 
     async def events_until(self, last_id: int, timeout: float = 10.0) -> list[Frame]:

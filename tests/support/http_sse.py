@@ -6,12 +6,15 @@ import asyncio
 
 import httpx
 
-from tests.support.sse import Frame, SSEParser, events_until
+from tests.support.sse import EPHEMERAL_EVENTS, Frame, SSEParser, events_until
 
 
 class HttpStream:
-    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None, *, ephemeral: bool = False
+    ) -> None:
         self.client = client
+        self.ephemeral = ephemeral  # also return presence, typing and read_position frames
         self.url = url
         self.headers = headers or {}
         self.status: int | None = None
@@ -47,7 +50,9 @@ class HttpStream:
     async def next_event(self, timeout: float = 10.0) -> Frame | None:
         while True:
             frame = await asyncio.wait_for(self._frames.get(), timeout)
-            if frame is None or frame.event is not None:
+            if frame is None:
+                return None
+            if frame.event is not None and (self.ephemeral or frame.event not in EPHEMERAL_EVENTS):
                 return frame
 
     async def events_until(self, last_id: int, timeout: float = 20.0) -> list[Frame]:

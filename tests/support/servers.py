@@ -175,7 +175,7 @@ class Cluster:
         )  # fmt: skip
         return result.stdout
 
-    def create_users(self, *names: str, staff: tuple[str, ...] = ()) -> dict[str, str]:
+    def create_users(self, *names: str, staff: tuple[str, ...] = (), timeout: float = 60) -> dict[str, str]:
         """Users with API tokens: {username: token}."""
         code = (
             "import json\n"
@@ -189,4 +189,4 @@ class Cluster:
             "    out[n] = Token.objects.get_or_create(user=u)[0].key\n"
             "print(json.dumps(out))\n"
         )
-        return json.loads(self.manage_script(code).strip().splitlines()[-1])
+        return json.loads(self.manage_script(code, timeout=timeout).strip().splitlines()[-1])

@@ -7,6 +7,10 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+# Unnumbered signals of CONTRACT §7. The tests' clients skip them unless asked
+# (`ephemeral=True`), so tests about stored events read only those and `connection` & co.
+EPHEMERAL_EVENTS = frozenset({"presence", "presence_joined", "presence_left", "typing", "read_position"})
+
 
 @dataclass
 class Frame:
