@@ -139,14 +139,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------
-REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# A comma-separated list shards the layer: channels-redis hashes each group and channel
+# to one of the instances, so session groups spread over them (docs/scaling.md).
+REDIS_URLS = [url.strip() for url in os.environ.get("REDIS_URL", "").split(",") if url.strip()]
+REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
+if REDIS_URLS:
     # The pub/sub layer: one PUBLISH per event, fanned out in each process. It may drop
     # messages while reconnecting; streams notice the gap by id and read the database.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": REDIS_URLS},
         }
     }
 else:
@@ -286,6 +289,8 @@ CHORUS_READ_POSITION_RATE_USER = os.environ.get("CHORUS_READ_POSITION_RATE_USER"
 
 # --- Cache: throttle counters; shared through Redis when there are several processes ---
 if REDIS_URL:
+    # The first instance only: Django reads a list of locations as a primary and its
+    # replicas, not as shards, and throttle counters must all live in one place.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
