@@ -184,13 +184,13 @@ class MessageDetailApi(APIView):
         message = self._message(request, session_id, message_id)
         data = MessageEditInput(data=request.data)
         data.is_valid(raise_exception=True)
-        message = services.message_edit(message=message, content=data.validated_data["content"])
+        message = services.message_edit(message=message, content=data.validated_data["content"], by=request.user)
         return Response(MessageOutput(message).data)
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, session_id: str, message_id: str) -> Response:
         message = self._message(request, session_id, message_id)
-        services.message_delete(message=message)
+        services.message_delete(message=message, by=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -237,5 +237,5 @@ class RegenerationCancelApi(APIView):
         )
         if not selectors.is_writer(role):
             raise PermissionDenied("Only the owner and editors may do this.")
-        regeneration = regeneration_services.regeneration_cancel(regeneration=regeneration)
+        regeneration = regeneration_services.regeneration_cancel(regeneration=regeneration, by=request.user)
         return Response(RegenerationOutput(regeneration).data, status=status.HTTP_202_ACCEPTED)
