@@ -31,7 +31,7 @@ from sessions_app.serializers import (
     SessionOutput,
     TicketOutput,
 )
-from sessions_app.throttles import regeneration_throttle_check
+from sessions_app.throttles import message_throttle_check, regeneration_throttle_check
 
 
 def session_for(request: Request, session_id: str, *, need: str = "read") -> tuple[CollabSession, str | None]:
@@ -124,6 +124,7 @@ class MessageListApi(APIView):
         data = MessageInput(data=request.data)
         data.is_valid(raise_exception=True)
         reply = data.validated_data["reply"]
+        message_throttle_check(request=request, view=self)
         if reply:
             regeneration_throttle_check(request=request, view=self, session_id=session.pk)
         message, regeneration = services.message_post(
