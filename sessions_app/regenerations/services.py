@@ -313,11 +313,12 @@ def regenerations_renew_leases(*, regeneration_ids: list[UUID | str]) -> set[str
     if not ids:
         return set()
     with transaction.atomic():
-        Regeneration.objects.filter(pk__in=ids, status__in=ACTIVE_REGENERATION_STATUSES).update(
-            heartbeat_at=timezone.now()
-        )
-        alive = Regeneration.objects.filter(pk__in=ids, status__in=ACTIVE_REGENERATION_STATUSES)
-        return {str(pk) for pk in alive.values_list("pk", flat=True)}
+        # Locked in primary-key order, as message deletion locks them (lock order, step 2):
+        # this holds no session lock, so an unordered multi-row UPDATE could close a cycle.
+        active = Regeneration.objects.select_for_update().filter(pk__in=ids, status__in=ACTIVE_REGENERATION_STATUSES)
+        alive = list(active.order_by("pk").values_list("pk", flat=True))
+        Regeneration.objects.filter(pk__in=alive).update(heartbeat_at=timezone.now())
+        return {str(pk) for pk in alive}
 
 
 def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, limit: int = 100) -> list[UUID]:
