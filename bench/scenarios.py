@@ -171,7 +171,8 @@ class Bench:
             redis_url=opts.redis_url,
             server=opts.server,
             processes=opts.processes,
-            env={"CHORUS_LOG_LEVEL": "ERROR", **opts.server_env, **(env or {})},
+            # Thousands of subscribers share VIEWERS accounts: lift the per-user stream cap.
+            env={"CHORUS_LOG_LEVEL": "ERROR", "CHORUS_STREAM_MAX_PER_USER": "0", **opts.server_env, **(env or {})},
         )
         try:
             await asyncio.to_thread(cluster.start)

@@ -295,6 +295,16 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# --- Consistency and limits (README "Consistency and limits") ---------------------------
+# Longest answer a regeneration may write (characters); the run then fails, keeping the text.
+CHORUS_REGENERATION_MAX_CHARS = env_int("CHORUS_REGENERATION_MAX_CHARS", 100_000)
+# Regenerations running at once per process (0: no limit); the others wait, queued.
+CHORUS_REGENERATION_MAX_CONCURRENT = env_int("CHORUS_REGENERATION_MAX_CONCURRENT", 16)
+# Open streams per user in one server process (0: no limit); more get 429 before starting.
+CHORUS_STREAM_MAX_PER_USER = env_int("CHORUS_STREAM_MAX_PER_USER", 20)
+# Message posts per user (a DRF rate string; empty: no limit), counted in the cache.
+CHORUS_MESSAGE_RATE_USER = os.environ.get("CHORUS_MESSAGE_RATE_USER", "6000/minute")
+
 # --- Static files and i18n --------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

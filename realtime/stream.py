@@ -11,6 +11,14 @@ run. Whenever a live event's id is not the next one the stream expects (the chan
 may drop or reorder), the stream goes back to holding and reads the missing ids from the
 database. The handler returns after setup, so the consumer keeps dispatching, and stops on
 `http.disconnect` (which servers also send after the final body).
+
+Limits: a user may hold CHORUS_STREAM_MAX_PER_USER streams open at once in one server
+process (0: no limit); one more is refused with 429 before it starts. The count is per
+process, kept on the event loop (no round trip): a cluster-wide count through the cache
+would cost a round trip per opening and leak counts when a process dies, and with N
+processes a user holds at most N times the limit. What can be refused without the
+database or Redis (a forged or expired ticket, a user known to be at the limit) is refused
+before attaching to the hub.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from realtime.db import stream_db
 from realtime.eager import start_eagerly
 from realtime.hub import Hub, assistant_typing_frame, get_hub
 from realtime.replay import replay_rows
+from realtime.tickets import TicketInvalid, ticket_verify
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +54,40 @@ _STREAM_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 _CLOSE_TIMEOUT = 5.0
+_RETRY_AFTER_SECONDS = b"5"  # a 429 for too many streams: one may have closed by then
+
+
+class UserStreamCount:
+    """Open streams per user in this process (CHORUS_STREAM_MAX_PER_USER). Used on the
+    event loop only, so a check and its count need no lock."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, int] = {}
+
+    def full(self, user_id: int) -> bool:
+        limit = settings.CHORUS_STREAM_MAX_PER_USER
+        return limit > 0 and self._open.get(user_id, 0) >= limit
+
+    def take(self, user_id: int) -> bool:
+        """Count one more stream of the user; False (nothing counted) at the limit."""
+        if self.full(user_id):
+            return False
+        self._open[user_id] = self._open.get(user_id, 0) + 1
+        return True
+
+    def give_back(self, user_id: int) -> None:
+        left = self._open.get(user_id, 0) - 1
+        if left > 0:
+            self._open[user_id] = left
+        else:
+            self._open.pop(user_id, None)
+
+    def count(self, user_id: int) -> int:
+        return self._open.get(user_id, 0)
+
+
+user_streams = UserStreamCount()
+TOO_MANY_STREAMS = "Too many open streams for this user; close one and retry."
 
 
 def parse_last_event_id(header: bytes | None, query_value: str | None) -> int | None:
@@ -87,6 +130,8 @@ class SessionStream(AsyncHttpConsumer):
         self._deadline = 0.0
         self._queue_size = settings.CHORUS_STREAM_QUEUE_SIZE
         self._page_size = settings.CHORUS_REPLAY_PAGE_SIZE
+        self._counted_user: int | None = None  # the user this stream counts against
+        self._ending: bytes | None = None  # ended before its headers: the last words
 
     # --- ASGI plumbing ----------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
@@ -120,6 +165,8 @@ class SessionStream(AsyncHttpConsumer):
             headers = [(b"content-type", b"application/json")]
             if refusal.status == 401:
                 headers.append((b"www-authenticate", b"Token"))
+            if refusal.status == 429:
+                headers.append((b"retry-after", _RETRY_AFTER_SECONDS))
             body = json.dumps({"detail": refusal.detail}).encode()
             await self.send_response(refusal.status, body, headers=headers)
             raise StopConsumer() from None
@@ -144,6 +191,17 @@ class SessionStream(AsyncHttpConsumer):
         if credentials.token is not None and not _TOKEN_RE.fullmatch(credentials.token):
             # Never a token; and PostgreSQL would refuse to even look up one with a NUL.
             raise StreamRefused(401, "Invalid credentials.")
+        # What can be refused without the database or Redis is refused before attaching
+        # to the hub (a group subscription, then a query): a forged or expired ticket, and
+        # a user already at the stream limit (when the user is known without a query).
+        known_user = credentials.user_id
+        if credentials.ticket and not (credentials.user_id or credentials.token):
+            try:
+                known_user = ticket_verify(ticket=credentials.ticket, session_id=session_id)
+            except TicketInvalid as exc:
+                raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from None
+        if known_user is not None and user_streams.full(known_user):
+            raise StreamRefused(429, TOO_MANY_STREAMS)
 
         hub = self._hub = get_hub()
         try:
@@ -157,12 +215,20 @@ class SessionStream(AsyncHttpConsumer):
             logger.exception("stream setup failed for session %s", session_id)
             raise StreamRefused(503, "The event stream is unavailable; retry later.") from exc
 
+        if not user_streams.take(start.user_id):
+            raise StreamRefused(429, TOO_MANY_STREAMS)
+        self._counted_user = start.user_id
         self.username = start.username
         online = await hub.presence_enter(self)
         hub.note_position(self.session_key, start.newest)
         now = hub.loop.time()
         self._deadline = now + settings.CHORUS_STREAM_MAX_SECONDS
         await self.send_headers(status=200, headers=_STREAM_HEADERS)
+        if self._ending is not None:
+            # Ended while opening (revoked, shut down): say so and end now. Detached from
+            # the hub already, a stream that went on would get no keepalive and no deadline.
+            await self.base_send({"type": "http.response.body", "body": sse.RETRY + self._ending, "more_body": False})
+            return
         opening = [
             sse.RETRY,
             sse.unnumbered(
@@ -186,6 +252,7 @@ class SessionStream(AsyncHttpConsumer):
                 opening.append(
                     sse.unnumbered("history_truncated", {"requested": start.after, "oldestAvailable": start.oldest})
                 )
+                self._last_seq = start.oldest - 1  # told: the stream goes on from `oldest`
             opening.extend(self._frames(start.rows))
         self._write(b"".join(opening))
         self._opened = True
@@ -261,7 +328,7 @@ class SessionStream(AsyncHttpConsumer):
                 if self._closed:
                     return
                 if rows:
-                    self._write(b"".join(self._frames(rows)))
+                    self._write(b"".join(self._page(rows)))
                     await self._drained()
                     if len(rows) >= self._page_size:
                         continue
@@ -298,6 +365,17 @@ class SessionStream(AsyncHttpConsumer):
             self._write(b"".join(out))
         self._live = not self._held
         return self._live
+
+    def _page(self, rows: list[tuple[int, str, str]]) -> list[bytes]:
+        """Frames of a page read from the database after `_last_seq`. A page that does not
+        start right after it skips ids pruned meanwhile: `history_truncated` says so first
+        (CONTRACT §5), as at the opening."""
+        out = []
+        if rows and rows[0][0] > self._last_seq + 1:
+            notice = {"requested": self._last_seq, "oldestAvailable": rows[0][0]}
+            out.append(sse.unnumbered("history_truncated", notice))
+        out.extend(self._frames(rows))
+        return out
 
     def _frames(self, rows: list[tuple[int, str, str]]) -> list[bytes]:
         if rows:
@@ -343,10 +421,13 @@ class SessionStream(AsyncHttpConsumer):
     # --- ending -----------------------------------------------------------------------
     def _end(self, reason: str, last_words: bytes = b"") -> None:
         """End gracefully: detach, then send what is queued and the final (empty) body."""
-        if self._closed or self._closer is not None:
+        if self._closed or self._closer is not None or self._ending is not None:
             return
         metrics.STREAMS_ENDED.labels(reason).inc()
         self._detach()
+        if not self._opened:
+            self._ending = last_words  # nothing may precede the headers: `_open` ends it
+            return
         if self._catchup is not None:
             self._catchup.cancel()
         self._closer = asyncio.ensure_future(self._send_final(last_words))
@@ -383,6 +464,9 @@ class SessionStream(AsyncHttpConsumer):
             return
         self._closed = True
         self._detach()
+        if self._counted_user is not None:
+            user_streams.give_back(self._counted_user)
+            self._counted_user = None
         self._held = []
         self._backlog.clear()
         for task in (self._catchup, self._inflight, self._closer):

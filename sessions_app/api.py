@@ -32,7 +32,7 @@ from sessions_app.serializers import (
     SessionOutput,
     TicketOutput,
 )
-from sessions_app.throttles import regeneration_throttle_check
+from sessions_app.throttles import message_throttle_check, regeneration_throttle_check
 
 
 def session_for(request: Request, session_id: str, *, need: str = "read") -> tuple[CollabSession, str | None]:
@@ -133,6 +133,7 @@ class MessageListApi(APIView):
         data = MessageInput(data=request.data)
         data.is_valid(raise_exception=True)
         reply = data.validated_data["reply"]
+        message_throttle_check(request=request, view=self)
         if reply:
             regeneration_throttle_check(request=request, view=self, session_id=session.pk)
         message, regeneration = services.message_post(
@@ -199,13 +200,13 @@ class MessageDetailApi(APIView):
         message = self._message(request, session_id, message_id)
         data = MessageEditInput(data=request.data)
         data.is_valid(raise_exception=True)
-        message = services.message_edit(message=message, content=data.validated_data["content"])
+        message = services.message_edit(message=message, content=data.validated_data["content"], by=request.user)
         return Response(MessageOutput(message).data)
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, session_id: str, message_id: str) -> Response:
         message = self._message(request, session_id, message_id)
-        services.message_delete(message=message)
+        services.message_delete(message=message, by=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -252,5 +253,5 @@ class RegenerationCancelApi(APIView):
         )
         if not selectors.is_writer(role):
             raise PermissionDenied("Only the owner and editors may do this.")
-        regeneration = regeneration_services.regeneration_cancel(regeneration=regeneration)
+        regeneration = regeneration_services.regeneration_cancel(regeneration=regeneration, by=request.user)
         return Response(RegenerationOutput(regeneration).data, status=status.HTTP_202_ACCEPTED)

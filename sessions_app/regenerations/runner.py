@@ -32,12 +32,19 @@ Design
   `hub_started`; the hub starts at ASGI lifespan startup under uvicorn and with the first
   stream under daphne) and with the first regeneration the process runs. So a run whose
   process dies is failed within lease + heartbeat interval by any surviving process.
+- **Limits**: at most CHORUS_REGENERATION_MAX_CONCURRENT runs at once per process (0: no
+  limit); beyond it a run waits, still `queued` (its lease renewed like a running one's),
+  for a slot, first come first served; cancelling it while it waits works as usual. A run
+  stops at CHORUS_REGENERATION_MAX_CHARS characters of output: what came before the limit
+  is kept (and was streamed), and the run ends `failed` with a `regeneration_error` that
+  says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import random
@@ -73,6 +80,13 @@ class _Stopped(Exception):
     """The regeneration is no longer running (cancelled or reaped elsewhere)."""
 
 
+class OutputLimitReached(ProviderError):
+    """The answer reached CHORUS_REGENERATION_MAX_CHARS; the run fails with this message."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(services.too_much_output_error(limit))
+
+
 def worker_identity() -> str:
     """'host:pid:nonce' of this process, stored in Regeneration.worker."""
     global _identity
@@ -99,6 +113,14 @@ class RegenerationWorker:
         # their short writes, and `stop` can close the connections these threads hold.
         self._threads = settings.CHORUS_REGENERATION_DB_THREADS
         self.executor = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="chorus-regeneration-db")
+        limit = settings.CHORUS_REGENERATION_MAX_CONCURRENT
+        self._slots = asyncio.Semaphore(limit) if limit > 0 else None
+
+    def run_slot(self):
+        """An async context manager holding one of this process's run slots
+        (CHORUS_REGENERATION_MAX_CONCURRENT); waits, first come first served, when all
+        are taken."""
+        return self._slots if self._slots is not None else contextlib.nullcontext()
 
     def db(self, func):
         """`func` as a coroutine function that runs in this worker's database threads."""
@@ -209,9 +231,15 @@ class RegenerationWorker:
 
 # --- one run --------------------------------------------------------------------------
 async def run_regeneration(regeneration_id: str) -> None:
-    """Claim the regeneration and run it to its end. Cancellation (a cancel command, a
-    lease found lost) stops it without writing: whoever cancelled it has written the
-    state already; on shutdown the reaper writes it later."""
+    """Wait for a run slot of this process, claim the regeneration and run it to its
+    end. Cancellation (a cancel command, a lease found lost) stops it without writing:
+    whoever cancelled it has written the state already; on shutdown the reaper writes it
+    later."""
+    async with get_worker().run_slot():
+        await _claim_and_run(regeneration_id)
+
+
+async def _claim_and_run(regeneration_id: str) -> None:
     try:
         plan = await _db(services.regeneration_claim)(regeneration_id=regeneration_id, worker=worker_identity())
     except Exception:
@@ -275,21 +303,29 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
     window = max(0.0, settings.CHORUS_PROGRESS_FLUSH_MS / 1000)
     expected = max(1, provider.expected_chars(plan.conversation))
     append = _db(services.regeneration_append)
+    limit = settings.CHORUS_REGENERATION_MAX_CHARS
     buffer: list[str] = []
     ready = asyncio.Event()
 
     async def pump() -> None:
         carry = ""
+        received = 0
+        chunks = provider.stream(plan.conversation)
         try:
-            async for chunk in provider.stream(plan.conversation):
+            async for chunk in chunks:
                 text, carry = clean_text(chunk, carry)
                 if text:
                     buffer.append(text)
+                    received += len(text)
                     ready.set()
+                    if received > limit:
+                        return  # enough: the flush cuts it at the limit and fails the run
             if carry:
                 buffer.append(clean_text(carry, "", final=True)[0])
         finally:
             ready.set()
+            if received > limit and hasattr(chunks, "aclose"):
+                await chunks.aclose()  # close the upstream now, not when collected
 
     pump_task = loop.create_task(pump(), name=f"chorus-provider-{plan.task_id}")
     content = ""
@@ -305,11 +341,16 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
             if buffer:
                 delta = "".join(buffer)
                 buffer.clear()
+                over = len(content) + len(delta) > limit
+                if over:
+                    delta = delta[: limit - len(content)]
                 offset, content = len(content), content + delta
                 progress = min(99, len(content) * 100 // expected)
                 last_flush = loop.time()
-                if not await append(plan=plan, content=content, offset=offset, delta=delta, progress=progress):
+                if delta and not await append(plan=plan, offset=offset, delta=delta, progress=progress):
                     raise _Stopped
+                if over:
+                    raise OutputLimitReached(limit)
             if pump_task.done() and not buffer:
                 pump_task.result()  # the provider's error, if it failed
                 return content

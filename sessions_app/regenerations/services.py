@@ -6,6 +6,14 @@ through `database_sync_to_async`, one short call per step. Every write after `qu
 an UPDATE conditional on the status, and its event is published only if that UPDATE
 matched: once a regeneration is cancelled, failed or completed, nothing else is written
 or published for it, whichever process tries.
+
+Lock order (sessions_app.services says why): every write takes the session row first.
+The request side locks it with `session_lock` and re-reads what it acts on under it (the
+source message still visible, the requester still a writer); the run side publishes
+first (the counter update is that lock), then makes its conditional UPDATE, and rolls
+the whole transaction back (event and counter included) if the regeneration is no
+longer running. A run flush appends its delta in SQL (`content || delta`), so the bytes
+written per flush are proportional to the delta, not to the content so far.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import F, TextField, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from realtime import events
@@ -33,6 +43,8 @@ from sessions_app.models import (
 from sessions_app.providers import Turn, get_provider
 from sessions_app.regenerations import selectors
 from sessions_app.regenerations.metrics import count_after_commit
+from sessions_app.selectors import MessageNotFound
+from sessions_app.services import require_writer, session_lock
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +55,10 @@ CANCEL_MESSAGE_TYPE = "regeneration.cancel"
 LOST_ERROR = "The assistant stopped unexpectedly. Please try again."
 GENERIC_ERROR = "The assistant could not finish this answer. Please try again."
 TOO_LONG_ERROR = "The assistant took too long to finish this answer. Please try again."
+
+
+def too_much_output_error(limit: int) -> str:
+    return f"The answer reached the limit of {limit} characters and was stopped there."
 
 
 class RegenerationConflict(Exception):
@@ -65,10 +81,21 @@ def regeneration_start(
     process's runner. With `reply`, the new message answers `source_message`; otherwise
     it is a new version of it (its `original_message`).
 
-    Raises RegenerationConflict if `source_message` is still being written or already
-    has a queued or running regeneration."""
-    if source_message.session_id != session.pk or source_message.deleted_at is not None:
-        raise ValueError("the source message must be a visible message of the session")
+    Lock order: the session first; with `requested_by`, their role is checked again
+    under that lock (SessionNotFound if no longer a member, WriteNotAllowed if not a
+    writer), and `source_message` is read again: MessageNotFound if it was deleted
+    meanwhile (or is not a message of the session). Raises RegenerationConflict if it is
+    still being written or already has a queued or running regeneration."""
+    role = session_lock(session_id=session.pk, user=requested_by)
+    if requested_by is not None:
+        require_writer(role, session_id=session.pk)
+    source_message = (
+        Message.objects.select_related("author")
+        .filter(pk=source_message.pk, session_id=session.pk, deleted_at__isnull=True)
+        .first()
+    )
+    if source_message is None:
+        raise MessageNotFound("The message was deleted.")
     if selectors.regeneration_writing(message=source_message) is not None:
         raise RegenerationConflict("This message is still being generated; cancel it or wait for it to finish.")
     provider = get_provider()
@@ -114,12 +141,16 @@ def regeneration_start(
     return regeneration
 
 
-def regeneration_cancel(*, regeneration: Regeneration) -> Regeneration:
+def regeneration_cancel(*, regeneration: Regeneration, by: AbstractBaseUser | None = None) -> Regeneration:
     """Mark a queued or running regeneration cancelled and publish
     `regeneration_cancelled`, then (after commit) tell every process to stop its run.
     Cancelling a cancelled regeneration changes nothing; a completed or failed one raises
-    RegenerationConflict."""
+    RegenerationConflict. With `by`, that user's role is checked again under the session
+    lock (SessionNotFound / WriteNotAllowed)."""
     with transaction.atomic():
+        role = session_lock(session_id=regeneration.session_id, user=by)
+        if by is not None:
+            require_writer(role, session_id=regeneration.session_id)
         cancelled = _cancel_in_transaction(regeneration_id=regeneration.pk)
     if not cancelled:
         regeneration.refresh_from_db()
@@ -130,7 +161,8 @@ def regeneration_cancel(*, regeneration: Regeneration) -> Regeneration:
 
 
 def _cancel_in_transaction(*, regeneration_id: UUID) -> bool:
-    """Cancel inside the caller's transaction; True if it was queued or running."""
+    """Cancel inside the caller's transaction, which holds the session lock (lock order);
+    True if it was queued or running."""
     now = timezone.now()
     updated = Regeneration.objects.filter(pk=regeneration_id, status__in=ACTIVE_REGENERATION_STATUSES).update(
         status=RegenerationStatus.CANCELLED, finished_at=now, heartbeat_at=now
@@ -149,12 +181,13 @@ def _cancel_in_transaction(*, regeneration_id: UUID) -> bool:
 
 def regenerations_cancel_for_messages(*, message_ids: list[UUID]) -> list[UUID]:
     """Cancel every active regeneration writing one of `message_ids` or answering one of
-    them, inside the caller's transaction (used when messages are deleted)."""
+    them, inside the caller's transaction, which holds the session lock (used when
+    messages are deleted). Locks them in primary-key order (lock order, step 2)."""
     active = Regeneration.objects.filter(status__in=ACTIVE_REGENERATION_STATUSES).filter(
         message_id__in=message_ids
     ) | Regeneration.objects.filter(status__in=ACTIVE_REGENERATION_STATUSES, source_message_id__in=message_ids)
     cancelled = []
-    for regeneration_id in active.values_list("pk", flat=True).distinct():
+    for regeneration_id in active.values_list("pk", flat=True).distinct().order_by("pk"):
         if _cancel_in_transaction(regeneration_id=regeneration_id):
             cancelled.append(regeneration_id)
     return cancelled
@@ -208,77 +241,90 @@ def regeneration_claim(*, regeneration_id: UUID | str, worker: str) -> RunPlan |
     )
 
 
-def _running(plan: RunPlan, **changes) -> bool:
+class _NotRunning(Exception):
+    """Rolls back a run step whose regeneration is no longer running."""
+
+
+def _running(plan: RunPlan, **changes) -> None:
+    """The conditional UPDATE of a run step; raises _NotRunning (which rolls the step's
+    transaction back) if the regeneration is no longer running."""
     changes.setdefault("heartbeat_at", timezone.now())
-    return bool(
-        Regeneration.objects.filter(pk=plan.regeneration_id, status=RegenerationStatus.RUNNING).update(**changes)
-    )
+    if not Regeneration.objects.filter(pk=plan.regeneration_id, status=RegenerationStatus.RUNNING).update(**changes):
+        raise _NotRunning
+
+
+def _run_step(plan: RunPlan, payload: events.EventPayload, **changes) -> bool:
+    """Publish `payload` and apply `changes` to the running regeneration, in one
+    transaction, in the lock order: the publish (the session row) first. False, with
+    nothing written or published, if it is no longer running or its session is gone."""
+    try:
+        with transaction.atomic():
+            event_publish(session_id=plan.session_id, payload=payload)
+            message_content = changes.pop("message_content", None)
+            _running(plan, **changes)
+            if message_content is not None:
+                Message.objects.filter(pk=plan.message_id).update(content=message_content)
+            if "status" in changes:
+                count_after_commit(changes["status"])
+    except (_NotRunning, LookupError):  # LookupError: the session was deleted
+        return False
+    return True
 
 
 def regeneration_emit(*, plan: RunPlan, payload: events.EventPayload) -> bool:
     """Publish a thought-process event of a running regeneration; False if it is no
     longer running (nothing published)."""
-    with transaction.atomic():
-        if not _running(plan):
-            return False
-        event_publish(session_id=plan.session_id, payload=payload)
-    return True
+    return _run_step(plan, payload)
 
 
-def regeneration_append(*, plan: RunPlan, content: str, offset: int, delta: str, progress: int) -> bool:
-    """Store the content so far (in the regeneration and its message) and publish one
-    `regeneration_progress` with `delta` at `offset`; False if no longer running."""
-    with transaction.atomic():
-        if not _running(plan, content=content, progress=progress):
-            return False
-        Message.objects.filter(pk=plan.message_id).update(content=content)
-        event_publish(
-            session_id=plan.session_id,
-            payload=events.regeneration_progress(
-                message_id=str(plan.message_id), task_id=plan.task_id, progress=progress, offset=offset, delta=delta
-            ),
-        )
-    return True
+def regeneration_append(*, plan: RunPlan, offset: int, delta: str, progress: int, content: str | None = None) -> bool:
+    """Append `delta` to the content (of the regeneration and of its message) and publish
+    one `regeneration_progress` with `delta` at `offset`; False if no longer running.
+
+    The append happens in SQL (`content || delta`): a flush writes bytes in proportion to
+    its delta, not to the content so far (which made a long answer quadratic). `content`,
+    the whole text so far, is accepted for compatibility and not needed."""
+    appended = Concat(F("content"), Value(delta), output_field=TextField())
+    payload = events.regeneration_progress(
+        message_id=str(plan.message_id), task_id=plan.task_id, progress=progress, offset=offset, delta=delta
+    )
+    return _run_step(plan, payload, content=appended, progress=progress, message_content=appended)
 
 
 def regeneration_complete(*, plan: RunPlan, content: str) -> bool:
     """running → completed with the final content; publishes `message_regenerated`."""
-    now = timezone.now()
-    with transaction.atomic():
-        if not _running(plan, status=RegenerationStatus.COMPLETED, content=content, progress=100, finished_at=now):
-            return False
-        count_after_commit(RegenerationStatus.COMPLETED)
-        Message.objects.filter(pk=plan.message_id).update(content=content)
-        event_publish(
-            session_id=plan.session_id,
-            payload=events.message_regenerated(message_id=str(plan.message_id), task_id=plan.task_id, content=content),
-        )
-    return True
+    payload = events.message_regenerated(message_id=str(plan.message_id), task_id=plan.task_id, content=content)
+    return _run_step(
+        plan,
+        payload,
+        status=RegenerationStatus.COMPLETED,
+        content=content,
+        progress=100,
+        finished_at=timezone.now(),
+        message_content=content,
+    )
 
 
 def regeneration_fail(*, plan: RunPlan, error: str) -> bool:
     """running → failed with a message fit for users; publishes `regeneration_error`."""
-    with transaction.atomic():
-        if not _running(plan, status=RegenerationStatus.FAILED, error=error, finished_at=timezone.now()):
-            return False
-        count_after_commit(RegenerationStatus.FAILED)
-        event_publish(
-            session_id=plan.session_id,
-            payload=events.regeneration_error(message_id=str(plan.message_id), task_id=plan.task_id, error=error),
-        )
-    return True
+    payload = events.regeneration_error(message_id=str(plan.message_id), task_id=plan.task_id, error=error)
+    return _run_step(plan, payload, status=RegenerationStatus.FAILED, error=error, finished_at=timezone.now())
 
 
 def regenerations_renew_leases(*, regeneration_ids: list[UUID | str]) -> set[str]:
-    """Renew the lease of the given runs that are still running; returns the ids (as
-    strings) of those still running, so the caller can stop the others."""
+    """Renew the lease of the given runs that are still queued or running (a queued one
+    waits for a run slot in this process: CHORUS_REGENERATION_MAX_CONCURRENT); returns
+    the ids (as strings) of those still active, so the caller can stop the others."""
     ids = [UUID(str(i)) for i in regeneration_ids]
     if not ids:
         return set()
     with transaction.atomic():
-        Regeneration.objects.filter(pk__in=ids, status=RegenerationStatus.RUNNING).update(heartbeat_at=timezone.now())
-        alive = Regeneration.objects.filter(pk__in=ids, status__in=ACTIVE_REGENERATION_STATUSES)
-        return {str(pk) for pk in alive.values_list("pk", flat=True)}
+        # Locked in primary-key order, as message deletion locks them (lock order, step 2):
+        # this holds no session lock, so an unordered multi-row UPDATE could close a cycle.
+        active = Regeneration.objects.select_for_update().filter(pk__in=ids, status__in=ACTIVE_REGENERATION_STATUSES)
+        alive = list(active.order_by("pk").values_list("pk", flat=True))
+        Regeneration.objects.filter(pk__in=alive).update(heartbeat_at=timezone.now())
+        return {str(pk) for pk in alive}
 
 
 def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, limit: int = 100) -> list[UUID]:
@@ -292,19 +338,23 @@ def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, li
     stale = Regeneration.objects.filter(status__in=ACTIVE_REGENERATION_STATUSES, heartbeat_at__lt=cutoff)
     reaped = []
     for regeneration_id, session_id, message_id in stale.values_list("pk", "session_id", "message_id")[:limit]:
-        with transaction.atomic():
-            updated = Regeneration.objects.filter(
-                pk=regeneration_id, status__in=ACTIVE_REGENERATION_STATUSES, heartbeat_at__lt=cutoff
-            ).update(status=RegenerationStatus.FAILED, error=LOST_ERROR, finished_at=now)
-            if not updated:
-                continue
-            count_after_commit(RegenerationStatus.FAILED)
-            event_publish(
-                session_id=session_id,
-                payload=events.regeneration_error(
-                    message_id=str(message_id), task_id=str(regeneration_id), error=LOST_ERROR
-                ),
-            )
+        try:
+            with transaction.atomic():
+                # Lock order: the publish (the session row) first, then the conditional UPDATE.
+                event_publish(
+                    session_id=session_id,
+                    payload=events.regeneration_error(
+                        message_id=str(message_id), task_id=str(regeneration_id), error=LOST_ERROR
+                    ),
+                )
+                updated = Regeneration.objects.filter(
+                    pk=regeneration_id, status__in=ACTIVE_REGENERATION_STATUSES, heartbeat_at__lt=cutoff
+                ).update(status=RegenerationStatus.FAILED, error=LOST_ERROR, finished_at=now)
+                if not updated:
+                    raise _NotRunning
+                count_after_commit(RegenerationStatus.FAILED)
+        except (_NotRunning, LookupError):
+            continue
         logger.warning("regeneration %s lost its lease (its process died?): marked failed", regeneration_id)
         reaped.append(regeneration_id)
     return reaped

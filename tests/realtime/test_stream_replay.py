@@ -224,7 +224,8 @@ async def test_removed_member_gets_access_revoked_and_stream_ends(asgi_app, coll
         assert frames[-1].id is None
 
 
-async def test_many_streams_opened_and_dropped_leave_nothing_behind(asgi_app, collab, alice):
+async def test_many_streams_opened_and_dropped_leave_nothing_behind(asgi_app, collab, alice, settings):
+    settings.CHORUS_STREAM_MAX_PER_USER = 0  # one user opens them all
     headers = await database_sync_to_async(auth)(alice)
     # Warm up: the hub and the channel layer start their process-wide tasks once.
     async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as first:

@@ -10,6 +10,7 @@ from realtime.models import Event
 from sessions_app import services
 from sessions_app.models import Message, MessageRole, Regeneration, RegenerationStatus
 from sessions_app.regenerations import services as regeneration_services
+from sessions_app.selectors import MessageNotFound
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -145,5 +146,5 @@ def test_deleting_a_message_cancels_the_regeneration_writing_it(api, collab, ali
 def test_regeneration_services_refuse_a_deleted_source(collab, bob, bobs_message):
     services.message_delete(message=bobs_message)
     bobs_message.refresh_from_db()
-    with pytest.raises(ValueError):
+    with pytest.raises(MessageNotFound):  # 404: it was a ValueError, a 500 when it raced a delete
         regeneration_services.regeneration_start(session=collab, source_message=bobs_message, requested_by=bob)
