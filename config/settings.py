@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's assets, served locally: /api/docs/ works offline
     "realtime",
     "sessions_app",
+    "completions",
 ]
 
 MIDDLEWARE = [
@@ -260,6 +261,22 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
     "regeneration_user": CHORUS_REGENERATION_RATE_USER,
     "regeneration_session": CHORUS_REGENERATION_RATE_SESSION,
 }
+
+# --- The direct stream: /v1/, an OpenAI-compatible endpoint (CONTRACT §8, docs/openai.md) --
+# Calls per user (a DRF rate string; empty: no limit), counted in the default cache.
+CHORUS_COMPLETIONS_RATE_USER = os.environ.get("CHORUS_COMPLETIONS_RATE_USER", "60/minute")
+# Completions one user may have open at once, cluster-wide (counted in the default cache).
+CHORUS_COMPLETIONS_MAX_CONCURRENT = env_int("CHORUS_COMPLETIONS_MAX_CONCURRENT", 4)
+# Largest request body accepted (413 above it), largest `max_tokens` (400 above it, and
+# the default), and the longest a completion may run before it is ended.
+CHORUS_COMPLETIONS_MAX_BODY_BYTES = env_int("CHORUS_COMPLETIONS_MAX_BODY_BYTES", 1_048_576)
+CHORUS_COMPLETIONS_MAX_TOKENS = env_int("CHORUS_COMPLETIONS_MAX_TOKENS", 4096)
+CHORUS_COMPLETIONS_MAX_SECONDS = env_float("CHORUS_COMPLETIONS_MAX_SECONDS", 300)
+# With the `openai` provider: models exposed besides CHORUS_LLM_MODEL, as
+# "name=upstream-model,..." (a name alone maps to itself).
+CHORUS_COMPLETIONS_MODEL_MAP = os.environ.get("CHORUS_COMPLETIONS_MODEL_MAP", "")
+# Threads (and so database connections) per process for the endpoint's database calls.
+CHORUS_COMPLETIONS_DB_THREADS = env_int("CHORUS_COMPLETIONS_DB_THREADS", 3)
 
 # --- Cache: throttle counters; shared through Redis when there are several processes ---
 if REDIS_URL:

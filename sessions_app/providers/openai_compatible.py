@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 import openai
 from django.conf import settings
 
-from sessions_app.providers.base import ProviderError, ThoughtPlan, Turn
+from sessions_app.providers.base import ProviderError, StreamOptions, ThoughtPlan, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,33 @@ def user_message_for(exc: BaseException) -> str:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError):
         return MISCONFIGURED
     return FAILED
+
+
+def error_kind(exc: BaseException) -> str:
+    """ProviderError.kind for an error of the `openai` package."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "unreachable"
+    if isinstance(exc, openai.RateLimitError):
+        return "busy"
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError):
+        return "misconfigured"
+    return "failed"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    try:
+        value = float(response.headers.get("retry-after")) if response is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and value >= 0 else None
+
+
+def provider_error(exc: BaseException, user_message: str | None = None) -> ProviderError:
+    """The ProviderError for an error of the `openai` package."""
+    return ProviderError(user_message or user_message_for(exc), kind=error_kind(exc), retry_after=_retry_after(exc))
 
 
 class OpenAICompatibleProvider:
@@ -76,25 +103,50 @@ class OpenAICompatibleProvider:
             messages.append(message)
         return messages
 
-    async def stream(self, conversation: Sequence[Turn]) -> AsyncIterator[str]:
+    async def stream(self, conversation: Sequence[Turn], options: StreamOptions | None = None) -> AsyncIterator[str]:
+        """With `options`, the request carries its model, `max_tokens` and `temperature`,
+        asks for the usage (`stream_options.include_usage`) and fills `options.report`
+        with the upstream's token counts and finish reason."""
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0)
+        extra: dict = {}
+        report = options.report if options is not None else None
+        if options is not None:
+            if options.max_tokens is not None:
+                extra["max_tokens"] = options.max_tokens
+            if options.temperature is not None:
+                extra["temperature"] = options.temperature
+            if report is not None:
+                extra["stream_options"] = {"include_usage": True}
+        as_given = options is not None and options.as_given
+        messages = [{"role": t.role, "content": t.content} for t in conversation] if as_given else None
         try:
             try:
                 upstream = await client.chat.completions.create(
-                    model=self.model, messages=self._messages(conversation), stream=True
+                    model=(options.model if options is not None else None) or self.model,
+                    messages=messages or self._messages(conversation),
+                    stream=True,
+                    **extra,
                 )
             except openai.OpenAIError as exc:
                 logger.warning("upstream model request failed: %r", exc)
-                raise ProviderError(user_message_for(exc)) from exc
+                raise provider_error(exc) from exc
             try:
                 async for chunk in upstream:
+                    if report is not None and chunk.usage is not None:
+                        report.prompt_tokens = chunk.usage.prompt_tokens
+                        report.completion_tokens = chunk.usage.completion_tokens
                     for choice in chunk.choices or ():
+                        if report is not None and choice.finish_reason:
+                            report.finish_reason = choice.finish_reason
                         text = choice.delta.content if choice.delta is not None else None
                         if text:
                             yield text
             except openai.OpenAIError as exc:
                 logger.warning("upstream model stream failed: %r", exc)
-                raise ProviderError(FAILED if not isinstance(exc, openai.APITimeoutError) else TIMED_OUT) from exc
+                message = FAILED if not isinstance(exc, openai.APITimeoutError) else TIMED_OUT
+                raise ProviderError(
+                    message, kind="timeout" if isinstance(exc, openai.APITimeoutError) else "failed"
+                ) from exc
             finally:
                 # Closing the response closes the connection: the upstream stops generating.
                 await upstream.close()
