@@ -169,9 +169,20 @@ class CompletionCall:
         self.finished = False  # the final body was sent
         self.ended_by: str | None = None  # why the run was cancelled from outside: GONE, SHUTDOWN, …
         self._work: asyncio.Task | None = None
+        self.closed = asyncio.Event()  # the log row is written (or could not be)
 
     # --- the connection ---------------------------------------------------------------
     async def run(self) -> None:
+        _open_calls.add(self)
+        try:
+            await self._run()
+        finally:
+            if self._work is None:
+                self.closed.set()
+            if self.closed.is_set():
+                _open_calls.discard(self)
+
+    async def _run(self) -> None:
         try:
             body = await self._read_body()
         except CompletionError as error:
@@ -399,6 +410,8 @@ class CompletionCall:
             except Exception:
                 logger.exception("could not release a completion slot (it expires by itself)")
         await self._write_log()
+        self.closed.set()
+        _open_calls.discard(self)
 
     async def _write_log(self) -> None:
         if self.record.duration_seconds == 0.0:
@@ -411,6 +424,45 @@ class CompletionCall:
 
 def _dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# The calls open in this process, for `completions_drain` at shutdown.
+_open_calls: set[CompletionCall] = set()
+
+
+async def completions_drain() -> None:
+    """End every open completion of this process (in-band "shutting down", log row
+    `cancelled`, mirror cancelled) and wait a few seconds at most for their log rows."""
+    calls = list(_open_calls)
+    for call in calls:
+        call._stop(SHUTDOWN)
+    waits = [asyncio.ensure_future(call.closed.wait()) for call in calls]
+    if waits:
+        await asyncio.wait(waits, timeout=_WORK_CLOSE_TIMEOUT)
+        for wait in waits:
+            wait.cancel()
+
+
+def with_completions_drain(lifespan_app):
+    """Wrap an ASGI lifespan app so that, at `lifespan.shutdown`, this process's open
+    completions are ended and logged before the rest of the app shuts down. (uvicorn
+    cancels requests still running after --timeout-graceful-shutdown and then goes on to
+    the lifespan shutdown without waiting for them; this is where their log rows are
+    waited for.)"""
+
+    async def app(scope, receive, send) -> None:
+        async def receive_and_drain():
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                try:
+                    await completions_drain()
+                except Exception:
+                    logger.exception("could not end the open completions at shutdown")
+            return message
+
+        await lifespan_app(scope, receive_and_drain, send)
+
+    return app
 
 
 def _completion_id() -> str:

@@ -5,7 +5,8 @@ cluster; without it (one process) the local-memory cache counts per process. The
 DRF's SimpleRateThrottle (CHORUS_COMPLETIONS_RATE_USER, a DRF rate string). The open
 count is an INCR/DECR pair on one key whose expiry (CHORUS_COMPLETIONS_MAX_SECONDS + 60 s)
 is renewed on every acquire, so slots held by a process that died free themselves.
-Synchronous (cache I/O): call them off the event loop.
+Keys carry the database's name, so deployments (or test clusters) that share one Redis
+do not share counters. Synchronous (cache I/O): call them off the event loop.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
 
 
+def _namespace() -> str:
+    return str(settings.DATABASES["default"]["NAME"])
+
+
 class CompletionUserThrottle(SimpleRateThrottle):
     scope = "completions_user"
+    cache_format = "throttle_%(scope)s_%(ident)s"
 
     def get_rate(self) -> str | None:
         return settings.CHORUS_COMPLETIONS_RATE_USER or None
 
     def get_cache_key(self, request, view) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+        return self.cache_format % {"scope": self.scope, "ident": f"{_namespace()}:{request.user.pk}"}
 
 
 def rate_check(*, user) -> float | None:
@@ -36,7 +42,7 @@ def rate_check(*, user) -> float | None:
 
 
 def _open_key(user_id) -> str:
-    return f"chorus:completions:open:{user_id}"
+    return f"chorus:completions:open:{_namespace()}:{user_id}"
 
 
 def concurrency_acquire(*, user_id) -> bool:

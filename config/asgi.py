@@ -19,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from completions.asgi import application as completions_app  # noqa: E402
+from completions.asgi import with_completions_drain  # noqa: E402
 from realtime.lifespan import lifespan_app  # noqa: E402
 from realtime.middleware import SessionCookieAuth  # noqa: E402
 from realtime.stream import SessionStream  # noqa: E402
@@ -32,7 +33,7 @@ application = ProtocolTypeRouter(
                 re_path(r"", django_asgi_app),
             ]
         ),
-        "lifespan": lifespan_app,
+        "lifespan": with_completions_drain(lifespan_app),
     }
 )
 
