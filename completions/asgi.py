@@ -240,8 +240,10 @@ class CompletionCall:
                 return
 
     def _stop(self, reason: str) -> None:
-        """Cancel the run from outside (the caller left, shutdown, the session)."""
-        if self._work is not None and not self._work.done() and self.ended_by is None:
+        """Cancel the run from outside (the caller left, shutdown, the session); not once
+        the final body is sent (servers report a disconnect right after it), when only
+        the shielded log write is left."""
+        if self._work is not None and not self._work.done() and self.ended_by is None and not self.finished:
             self.ended_by = reason
             self._work.cancel()
 
@@ -266,7 +268,7 @@ class CompletionCall:
             if isinstance(parsed, CompletionRequest):
                 record.model, record.stream = parsed.model, parsed.stream
                 record.message_count, record.prompt_chars = len(parsed.turns), parsed.prompt_chars
-            self.admission = admission = await completions_db(_admit)(self.scope, parsed, record)
+            self.admission = admission = await self._admitted(parsed)
             request: CompletionRequest = parsed  # admitted, so valid
             record.provider = admission.provider.name
             if admission.plan is not None:
@@ -312,6 +314,23 @@ class CompletionCall:
             await self._fail(CompletionError(500, INTERNAL, type="server_error"))
         finally:
             await self._finish()
+
+    async def _admitted(self, parsed: CompletionRequest | CompletionError) -> Admission:
+        """Admission, in one thread hop. If the run is cancelled meanwhile, the hop still
+        finishes (it may hold a slot and have started a mirror), and what it admitted is
+        kept so that `_finish` gives it back."""
+        admitting = self.loop.create_task(completions_db(_admit)(self.scope, parsed, self.record))
+        try:
+            return await asyncio.shield(admitting)
+        except asyncio.CancelledError:
+            await asyncio.wait({admitting}, timeout=_WORK_CLOSE_TIMEOUT)
+            if admitting.done() and not admitting.cancelled() and admitting.exception() is None:
+                self.admission = admitting.result()
+                if self.admission.plan is not None:
+                    self.record.session_id = self.admission.plan.session_id
+                    self.record.message_id = self.admission.plan.message_id
+                    self.mirror = Mirror(plan=self.admission.plan, expected_chars=1, on_stopped=lambda: None)
+            raise
 
     async def _first(self, pieces) -> str | None:
         """The first piece; marks the time to first token."""
@@ -404,26 +423,27 @@ class CompletionCall:
         if self.mirror is not None:
             text = self.generation.text if self.generation is not None else ""
             await self.mirror.close(status=record.status, content=text, error=record.error)
-        if self.admission is not None:
-            try:
-                await completions_db(completion_release)(admission=self.admission)
-            except Exception:
-                logger.exception("could not release a completion slot (it expires by itself)")
         await self._write_log()
         self.closed.set()
         _open_calls.discard(self)
 
     async def _write_log(self) -> None:
+        """Give back the concurrency slot and write the log row: one thread hop."""
         if self.record.duration_seconds == 0.0:
             self.record.duration_seconds = self.loop.time() - self.started
         try:
-            await completions_db(generation_log_write)(record=self.record)
+            await completions_db(_release_and_log)(admission=self.admission, record=self.record)
         except Exception:
             logger.exception("could not write the generation log row")
 
 
-def _dumps(value) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _release_and_log(*, admission: Admission | None, record: CallRecord) -> None:
+    if admission is not None:
+        try:
+            completion_release(admission=admission)
+        except Exception:
+            logger.exception("could not release a completion slot (it expires by itself)")
+    generation_log_write(record=record)
 
 
 # The calls open in this process, for `completions_drain` at shutdown.
@@ -463,6 +483,10 @@ def with_completions_drain(lifespan_app):
         await lifespan_app(scope, receive_and_drain, send)
 
     return app
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _completion_id() -> str:

@@ -65,6 +65,17 @@ def concurrency_acquire(*, user_id) -> bool:
     return True
 
 
+def limits_reset(*, user_ids) -> None:
+    """Forget the rate and open-completion counts of these users (tests, support)."""
+    keys = []
+    for user_id in user_ids:
+        keys.append(_open_key(user_id))
+        keys.append(
+            CompletionUserThrottle.cache_format % {"scope": "completions_user", "ident": f"{_namespace()}:{user_id}"}
+        )
+    cache.delete_many(keys)
+
+
 def concurrency_release(*, user_id) -> None:
     """Give back a slot taken by `concurrency_acquire`."""
     if settings.CHORUS_COMPLETIONS_MAX_CONCURRENT <= 0:

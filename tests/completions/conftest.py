@@ -12,8 +12,8 @@ import openai
 import pytest
 import uvicorn
 from channels.db import database_sync_to_async
-from django.core.cache import cache
 
+from completions.limits import limits_reset
 from tests.conftest import token_for
 from tests.support.servers import free_port
 
@@ -52,9 +52,10 @@ def completion_settings(settings):
     settings.CHORUS_LOCAL_TOKEN_DELAY_MS = 0
     settings.CHORUS_PROGRESS_FLUSH_MS = 0
     settings.CHORUS_COMPLETIONS_RATE_USER = "1000/minute"
-    cache.clear()
+    # Only our counters: with REDIS_URL the cache is a Redis that others share.
+    limits_reset(user_ids=range(1, 200))
     yield settings
-    cache.clear()
+    limits_reset(user_ids=range(1, 200))
 
 
 @pytest.fixture

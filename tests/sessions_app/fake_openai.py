@@ -13,6 +13,8 @@ requested model picks the behaviour:
 - `hang`: the response headers, then nothing at all;
 - `hang-mid`: one chunk, then nothing;
 - `slow`: a chunk every 20 ms for ever (until the client goes away);
+- `count-N`: N chunks (`tok0 `, `tok1 `, …) as fast as the client reads them, then
+  [DONE] (for measurements);
 - `status-429` / `status-500`: an error status with an OpenAI-style JSON body (429 with
   `Retry-After: 7`).
 
@@ -104,6 +106,12 @@ class FakeOpenAI:
                     await self._chunk(writer, None, usage=usage)
                 await self._send(writer, b"data: [DONE]\n\n")
                 await self._send(writer, b"")  # the final empty chunk
+            elif model.startswith("count-"):
+                for n in range(int(model.split("-", 1)[1])):
+                    await self._chunk(writer, f"tok{n} ")
+                await self._chunk(writer, None, finish_reason="stop")
+                await self._send(writer, b"data: [DONE]\n\n")
+                await self._send(writer, b"")
             elif model == "error-mid":
                 for piece in self.answer[:2]:
                     await self._chunk(writer, piece)
