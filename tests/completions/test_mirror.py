@@ -57,10 +57,17 @@ async def test_members_see_the_completion_written_with_the_same_text(chorus_serv
 
 
 @pytest.mark.parametrize(
-    ("user", "error", "status"), [("carol", openai.PermissionDeniedError, 403), ("outsider", openai.NotFoundError, 404)]
+    ("user", "error", "status"),
+    [
+        ("carol", openai.PermissionDeniedError, 403),  # a viewer
+        ("operator", openai.PermissionDeniedError, 403),  # staff, who may read but is no member
+        ("mallory", openai.NotFoundError, 404),  # not a member: the session is not revealed
+    ],
 )
-async def test_only_owners_and_editors_may_mirror(chorus_server, collab, carol, outsider, user, error, status):
-    member = carol if user == "carol" else outsider
+async def test_only_owners_and_editors_may_mirror(
+    chorus_server, collab, carol, outsider, staff_user, user, error, status
+):
+    member = {"carol": carol, "mallory": outsider, "operator": staff_user}[user]
     events_before = await database_sync_to_async(Event.objects.count)()
     client = await sdk(chorus_server, member)
     with pytest.raises(error) as raised:
