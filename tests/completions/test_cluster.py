@@ -82,7 +82,8 @@ async def test_a_member_on_another_process_sees_the_same_text(cluster):
 
 async def test_the_concurrency_limit_holds_across_processes(cluster):
     first = await sdk(cluster, 0, "carol").chat.completions.create(model="chorus-local", messages=MESSAGES, stream=True)
-    await anext(first.__aiter__())
+    chunks = first.__aiter__()  # held: a dropped iterator is closed, and the call with it
+    await anext(chunks)
     with pytest.raises(openai.RateLimitError):
         await sdk(cluster, 1, "carol").chat.completions.create(model="chorus-local", messages=MESSAGES)
     await first.close()

@@ -18,7 +18,8 @@ async def test_concurrent_completions_per_user_are_capped(chorus_server, alice, 
     completion_settings.CHORUS_LOCAL_TOKEN_DELAY_MS = 20
     client = await sdk(chorus_server, alice)
     first = await client.chat.completions.create(model="chorus-local", messages=MESSAGES, stream=True)
-    await anext(first.__aiter__())  # the first call is running
+    chunks = first.__aiter__()  # held: a dropped iterator is closed, and the call with it
+    await anext(chunks)  # the first call is running
     with pytest.raises(openai.RateLimitError) as raised:
         await client.chat.completions.create(model="chorus-local", messages=MESSAGES)
     assert "at most 1" in raised.value.message and raised.value.response.headers["retry-after"] == "1"
@@ -27,7 +28,7 @@ async def test_concurrent_completions_per_user_are_capped(chorus_server, alice, 
         model="chorus-local", messages=MESSAGES, max_tokens=2
     )
     assert other.choices[0].finish_reason == "length"
-    [_ async for _ in first]
+    [_ async for _ in chunks]
     await wait_for_logs(3)
     # The slot is given back when a call ends.
     again = await client.chat.completions.create(model="chorus-local", messages=MESSAGES, max_tokens=2)
