@@ -6,7 +6,7 @@ second and server CPU per streamed chunk, through Chorus against the provider di
 It starts one uvicorn process of Chorus (SQLite in a temporary directory, so it needs no
 PostgreSQL or Redis) per provider: `local` with no token delay, and `openai` pointed at
 the project's fake upstream (tests/sessions_app/fake_openai.py, `count-N` model) served
-by this process. The same light client (httpx, reading the SSE bytes itself) reads the
+in a process of its own. The same light client (httpx, reading the SSE bytes itself) reads the
 provider directly and through Chorus. Server CPU is read from /proc for the server
 process over the measured calls only. Nothing here is a test; numbers vary with the
 machine's load.
@@ -171,11 +171,34 @@ def show(name: str, result: dict) -> None:
     )
 
 
+async def serve_fake() -> None:
+    """The fake upstream, in its own process (sharing the client's loop would delay the
+    client's reads behind the fake's writes): prints its base URL, serves until killed."""
+    async with FakeOpenAI() as upstream:
+        print(upstream.base_url, flush=True)
+        await asyncio.Event().wait()
+
+
+class FakeProcess:
+    def __enter__(self) -> str:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.openai_direct", "--serve-fake"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        return self.proc.stdout.readline().strip()
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--chunks", type=int, default=2000, help="chunks per call from the fake upstream")
+    parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fake:
+        return await serve_fake()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     print("| path | TTFT p50 (ms) | TTFT p90 (ms) | tokens/s | chunks | server CPU µs/chunk |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -189,16 +212,16 @@ async def main() -> None:
             show("local provider, through Chorus", await measure(url, headers, body, args.runs, server.proc.pid))
         finally:
             server.stop()
-    async with FakeOpenAI() as upstream:
+    with FakeProcess() as upstream_url:
         body = {"model": f"count-{args.chunks}", "messages": MESSAGES, "stream": True}
-        direct = await measure(upstream.base_url + "/chat/completions", {}, body, args.runs, None)
+        direct = await measure(upstream_url + "/chat/completions", {}, body, args.runs, None)
         show(f"fake upstream ({args.chunks} chunks), called directly", direct)
         with tempfile.TemporaryDirectory() as tmp:
             server = Server(
                 Path(tmp),
                 {
                     "CHORUS_LLM_PROVIDER": "openai",
-                    "CHORUS_LLM_BASE_URL": upstream.base_url,
+                    "CHORUS_LLM_BASE_URL": upstream_url,
                     "CHORUS_LLM_MODEL": f"count-{args.chunks}",
                 },
             ).start()
