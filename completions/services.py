@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from completions import limits, metrics
@@ -189,22 +190,35 @@ def generation_log_write(*, record: CallRecord) -> GenerationLog:
         metrics.COMPLETION_TOKENS.inc(record.completion_tokens)
     if record.first_token_seconds is not None:
         metrics.FIRST_TOKEN.observe(record.first_token_seconds)
-    return GenerationLog.objects.create(
-        user_id=record.user_id,
-        model=record.model[:200],
-        provider=record.provider,
-        stream=record.stream,
-        message_count=record.message_count,
-        prompt_chars=record.prompt_chars,
-        prompt_tokens=record.prompt_tokens,
-        completion_chars=record.completion_chars,
-        completion_tokens=record.completion_tokens,
-        first_token_seconds=record.first_token_seconds,
-        duration_seconds=record.duration_seconds,
-        status=record.status,
-        finish_reason=record.finish_reason,
-        http_status=record.http_status,
-        error=record.error[:2000],
-        session_id=record.session_id,
-        message_id=record.message_id,
-    )
+    fields = {
+        "user_id": record.user_id,
+        "model": record.model[:200],
+        "provider": record.provider,
+        "stream": record.stream,
+        "message_count": record.message_count,
+        "prompt_chars": record.prompt_chars,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_chars": record.completion_chars,
+        "completion_tokens": record.completion_tokens,
+        "first_token_seconds": record.first_token_seconds,
+        "duration_seconds": record.duration_seconds,
+        "status": record.status,
+        "finish_reason": record.finish_reason,
+        "http_status": record.http_status,
+        "error": record.error[:2000],
+        "session_id": record.session_id,
+        "message_id": record.message_id,
+    }
+    try:
+        with transaction.atomic():
+            return GenerationLog.objects.create(**fields)
+    except IntegrityError:
+        # The session (and so the message) or the user was deleted during the call: the
+        # row is still written, without what no longer exists.
+        fields.update(session_id=None, message_id=None)
+        fields["user_id"] = record.user_id if _user_exists(record.user_id) else None
+        return GenerationLog.objects.create(**fields)
+
+
+def _user_exists(user_id: int | None) -> bool:
+    return user_id is not None and get_user_model().objects.filter(pk=user_id).exists()

@@ -76,3 +76,14 @@ def test_admin_lists_filters_and_searches_the_log_read_only(client, alice, staff
     assert client.post(f"{url}{row.pk}/change/", {"model": "changed"}).status_code == 403
     assert client.get(f"{url}{row.pk}/change/").status_code == 200
     assert GenerationLog.objects.filter(model="changed").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_log_row_is_written_even_if_the_session_was_deleted_meanwhile(alice, collab):
+    from sessions_app.models import CollabSession
+
+    session_id = collab.pk
+    CollabSession.objects.filter(pk=session_id).delete()
+    row = _row(user_id=alice.pk, session_id=session_id, status="cancelled")
+    row.refresh_from_db()
+    assert (row.status, row.session_id, row.user_id) == ("cancelled", None, alice.pk)
