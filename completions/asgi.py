@@ -26,6 +26,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
@@ -463,7 +464,7 @@ async def completions_drain() -> None:
             wait.cancel()
 
 
-def with_completions_drain(lifespan_app):
+def with_completions_drain(lifespan_app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """Wrap an ASGI lifespan app so that, at `lifespan.shutdown`, this process's open
     completions are ended and logged before the rest of the app shuts down. (uvicorn
     cancels requests still running after --timeout-graceful-shutdown and then goes on to

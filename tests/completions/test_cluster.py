@@ -80,6 +80,23 @@ async def test_a_member_on_another_process_sees_the_same_text(cluster):
     assert [m["content"] for m in messages if m["id"] == message_id] == [received]
 
 
+async def test_a_caller_going_away_is_seen_by_both_servers(cluster):
+    session = new_session(cluster)
+    body = {"model": "chorus-local", "messages": MESSAGES, "stream": True, "session": session["id"]}
+    async with (
+        async_client_for(cluster, 1, "alice") as member_http,
+        HttpStream(member_http, f"/sse/sessions/{session['id']}/") as member,
+        async_client_for(cluster, 0, "bob") as caller,
+    ):
+        async with caller.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            async for data in response.aiter_bytes():
+                if b'"content":"' in data.replace(b'"content":""', b""):
+                    break
+        frames = await frames_until(member, {"message_regenerated", "regeneration_error", "regeneration_cancelled"})
+    assert frames[-1].event == "regeneration_cancelled"
+
+
 async def test_the_concurrency_limit_holds_across_processes(cluster):
     first = await sdk(cluster, 0, "carol").chat.completions.create(model="chorus-local", messages=MESSAGES, stream=True)
     chunks = first.__aiter__()  # held: a dropped iterator is closed, and the call with it
