@@ -1,5 +1,6 @@
 """ASGI entry point: `/sse/...` goes to the stream consumer behind Channels' auth
-middleware (session cookie); everything else to Django, which does its own auth."""
+middleware (session cookie); `/v1/...` to the OpenAI-compatible endpoint (an ASGI app of
+its own: completions.asgi says why); everything else to Django, which does its own auth."""
 
 import os
 
@@ -17,6 +18,8 @@ django_asgi_app = SingleHopASGIHandler()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from completions.asgi import application as completions_app  # noqa: E402
+from completions.asgi import with_completions_drain  # noqa: E402
 from realtime.lifespan import lifespan_app  # noqa: E402
 from realtime.middleware import SessionCookieAuth  # noqa: E402
 from realtime.stream import SessionStream  # noqa: E402
@@ -26,10 +29,11 @@ application = ProtocolTypeRouter(
         "http": URLRouter(
             [
                 path("sse/sessions/<uuid:session_id>/", SessionCookieAuth(SessionStream.as_asgi())),
+                re_path(r"^v1/", completions_app),
                 re_path(r"", django_asgi_app),
             ]
         ),
-        "lifespan": lifespan_app,
+        "lifespan": with_completions_drain(lifespan_app),
     }
 )
 

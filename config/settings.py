@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's assets, served locally: /api/docs/ works offline
     "realtime",
     "sessions_app",
+    "completions",
 ]
 
 MIDDLEWARE = [
@@ -125,7 +126,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("CHORUS_DB_POOL_MIN", 2),
-        "max_size": env_int("CHORUS_DB_POOL_MAX", 20),
+        "max_size": env_int("CHORUS_DB_POOL_MAX", 24),
         "timeout": env_float("CHORUS_DB_POOL_TIMEOUT", 10),
     }
     if env_bool("CHORUS_DB_PREPARED_STATEMENTS", True):
@@ -286,6 +287,21 @@ CHORUS_TYPING_EXPIRES_SECONDS = env_float("CHORUS_TYPING_EXPIRES_SECONDS", 6)
 CHORUS_TYPING_RATE_USER = os.environ.get("CHORUS_TYPING_RATE_USER", "60/minute")
 CHORUS_PRESENCE_RATE_USER = os.environ.get("CHORUS_PRESENCE_RATE_USER", "120/minute")
 CHORUS_READ_POSITION_RATE_USER = os.environ.get("CHORUS_READ_POSITION_RATE_USER", "120/minute")
+# --- The direct stream: /v1/, an OpenAI-compatible endpoint (CONTRACT §8, docs/openai.md) --
+# Calls per user (a DRF rate string; empty: no limit), counted in the default cache.
+CHORUS_COMPLETIONS_RATE_USER = os.environ.get("CHORUS_COMPLETIONS_RATE_USER", "60/minute")
+# Completions one user may have open at once, cluster-wide (counted in the default cache).
+CHORUS_COMPLETIONS_MAX_CONCURRENT = env_int("CHORUS_COMPLETIONS_MAX_CONCURRENT", 4)
+# Largest request body accepted (413 above it), largest `max_tokens` (400 above it, and
+# the default), and the longest a completion may run before it is ended.
+CHORUS_COMPLETIONS_MAX_BODY_BYTES = env_int("CHORUS_COMPLETIONS_MAX_BODY_BYTES", 1_048_576)
+CHORUS_COMPLETIONS_MAX_TOKENS = env_int("CHORUS_COMPLETIONS_MAX_TOKENS", 4096)
+CHORUS_COMPLETIONS_MAX_SECONDS = env_float("CHORUS_COMPLETIONS_MAX_SECONDS", 300)
+# With the `openai` provider: models exposed besides CHORUS_LLM_MODEL, as
+# "name=upstream-model,..." (a name alone maps to itself).
+CHORUS_COMPLETIONS_MODEL_MAP = os.environ.get("CHORUS_COMPLETIONS_MODEL_MAP", "")
+# Threads (and so database connections) per process for the endpoint's database calls.
+CHORUS_COMPLETIONS_DB_THREADS = env_int("CHORUS_COMPLETIONS_DB_THREADS", 3)
 
 # --- Cache: throttle counters; shared through Redis when there are several processes ---
 if REDIS_URL:

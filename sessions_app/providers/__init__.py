@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from sessions_app.providers.base import Provider, ProviderError, ThoughtPlan, Turn
+from sessions_app.providers.base import Provider, ProviderError, StreamOptions, StreamReport, ThoughtPlan, Turn
 
-__all__ = ["Provider", "ProviderError", "ThoughtPlan", "Turn", "get_provider"]
+__all__ = [
+    "Provider",
+    "ProviderError",
+    "StreamOptions",
+    "StreamReport",
+    "ThoughtPlan",
+    "Turn",
+    "get_provider",
+]
 
 
 def get_provider(name: str | None = None) -> Provider:

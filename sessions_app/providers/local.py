@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from sessions_app.providers.base import ThoughtPlan, Turn
+from sessions_app.providers.base import StreamOptions, ThoughtPlan, Turn
 
 _WORD_RE = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 _TOKEN_RE = re.compile(r"\S+\s*|\s+")
@@ -93,7 +93,7 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, *, token_delay: float, thought_steps: int) -> None:
-        self.model = "chorus-local-1"
+        self.model = "chorus-local"  # the model name of the direct stream (CONTRACT §8)
         self.token_delay = token_delay
         self.thought_steps = thought_steps
 
@@ -126,8 +126,26 @@ class LocalProvider:
             pause_seconds=self.token_delay * 3,
         )
 
-    async def stream(self, conversation: Sequence[Turn]) -> AsyncIterator[str]:
-        for token in _TOKEN_RE.findall(compose_answer(conversation).text):
+    async def stream(self, conversation: Sequence[Turn], options: StreamOptions | None = None) -> AsyncIterator[str]:
+        """Each chunk is one token (a word and the space after it); with
+        `options.max_tokens` the answer stops after that many ("length")."""
+        tokens = _TOKEN_RE.findall(compose_answer(conversation).text)
+        limit = options.max_tokens if options is not None and options.max_tokens is not None else len(tokens)
+        report = options.report if options is not None else None
+        if report is not None:
+            report.prompt_tokens = sum(count_tokens(turn.content) for turn in conversation)
+            report.completion_tokens = 0
+        for token in tokens[:limit]:
             # Even with no delay, give the loop a turn per token: many runs share it.
             await asyncio.sleep(self.token_delay)
+            if report is not None:
+                report.completion_tokens += 1
             yield token
+        if report is not None:
+            report.finish_reason = "length" if limit < len(tokens) else "stop"
+
+
+def count_tokens(text: str) -> int:
+    """The local provider's token count of `text`: its words (each with the whitespace
+    after it), the unit its answers stream in."""
+    return len(_TOKEN_RE.findall(text))

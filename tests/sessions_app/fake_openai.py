@@ -4,13 +4,19 @@
 `text/event-stream` with `chat.completion.chunk` objects, then `data: [DONE]`. The
 requested model picks the behaviour:
 
-- `normal`: the chunks of `FakeOpenAI.answer`, then [DONE];
+- `normal`: the chunks of `FakeOpenAI.answer`, a chunk with `finish_reason` ("length"
+  if the request's `max_tokens` cut the answer short), a usage chunk if the request asked
+  for it (`stream_options.include_usage`: `prompt_tokens` is `FakeOpenAI.prompt_tokens`),
+  then [DONE];
 - `error-mid`: two chunks, then an `{"error": …}` event (as OpenAI sends mid-stream);
 - `drop-mid`: two chunks, then the connection is closed without finishing the body;
 - `hang`: the response headers, then nothing at all;
 - `hang-mid`: one chunk, then nothing;
 - `slow`: a chunk every 20 ms for ever (until the client goes away);
-- `status-429` / `status-500`: an error status with an OpenAI-style JSON body.
+- `count-N`: N chunks (`tok0 `, `tok1 `, …) as fast as the client reads them, then
+  [DONE] (for measurements);
+- `status-429` / `status-500`: an error status with an OpenAI-style JSON body (429 with
+  `Retry-After: 7`).
 
 `requests` records each request's headers and JSON body; `disconnected` is set when a
 client closes a response the server was still streaming.
@@ -26,6 +32,7 @@ import time
 
 class FakeOpenAI:
     answer = ["Bonjour", " — here ", "is the ", "answer ", "with émoji 👩‍👩‍👧", " and ", "more", "."]
+    prompt_tokens = 11
 
     def __init__(self) -> None:
         self.server: asyncio.base_events.Server | None = None
@@ -75,7 +82,9 @@ class FakeOpenAI:
             return self._plain(writer, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
         if model.startswith("status-"):
             code = int(model.split("-", 1)[1])
-            return self._plain(writer, code, {"error": {"message": "upstream says no", "type": "server_error"}})
+            headers = {"Retry-After": "7"} if code == 429 else {}
+            body = {"error": {"message": "upstream says no", "type": "server_error"}}
+            return self._plain(writer, code, body, headers)
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
             b"Cache-Control: no-cache\r\n\r\n"
@@ -84,10 +93,25 @@ class FakeOpenAI:
         watcher = asyncio.ensure_future(self._watch_disconnect(reader))
         try:
             if model == "normal":
-                for piece in self.answer:
+                limit = request["json"].get("max_tokens") or len(self.answer)
+                for piece in self.answer[:limit]:
                     await self._chunk(writer, piece)
+                await self._chunk(writer, None, finish_reason="length" if limit < len(self.answer) else "stop")
+                if (request["json"].get("stream_options") or {}).get("include_usage"):
+                    usage = {
+                        "prompt_tokens": self.prompt_tokens,
+                        "completion_tokens": min(limit, len(self.answer)),
+                        "total_tokens": self.prompt_tokens + min(limit, len(self.answer)),
+                    }
+                    await self._chunk(writer, None, usage=usage)
                 await self._send(writer, b"data: [DONE]\n\n")
                 await self._send(writer, b"")  # the final empty chunk
+            elif model.startswith("count-"):
+                for n in range(int(model.split("-", 1)[1])):
+                    await self._chunk(writer, f"tok{n} ")
+                await self._chunk(writer, None, finish_reason="stop")
+                await self._send(writer, b"data: [DONE]\n\n")
+                await self._send(writer, b"")
             elif model == "error-mid":
                 for piece in self.answer[:2]:
                     await self._chunk(writer, piece)
@@ -120,24 +144,33 @@ class FakeOpenAI:
         self.disconnected_at = time.monotonic()
         self.disconnected.set()
 
-    def _plain(self, writer, code: int, body: dict) -> None:
+    def _plain(self, writer, code: int, body: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         writer.write(
             f"HTTP/1.1 {code} Error\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-            "Connection: close\r\n\r\n".encode()
+            f"{extra}Connection: close\r\n\r\n".encode()
             + data
         )
 
-    async def _chunk(self, writer, text: str) -> None:
+    async def _chunk(
+        self, writer, text: str | None, *, finish_reason: str | None = None, usage: dict | None = None
+    ) -> None:
         payload = {
             "id": "chatcmpl-test",
             "object": "chat.completion.chunk",
             "created": 1_700_000_000,
             "model": "fake",
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+            "choices": [],
         }
+        if usage is not None:
+            payload["usage"] = usage
+        else:
+            delta = {"content": text} if text is not None else {}
+            payload["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
         await self._send(writer, f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
-        self.chunks_sent += 1
+        if text is not None:
+            self.chunks_sent += 1
 
     async def _send(self, writer, data: bytes) -> None:
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

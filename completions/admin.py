@@ -1,0 +1,37 @@
+"""The generation log in the admin: read-only, filterable by status, model and user."""
+
+from django.contrib import admin
+
+from completions.models import GenerationLog
+
+
+@admin.register(GenerationLog)
+class GenerationLogAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "user",
+        "model",
+        "status",
+        "http_status",
+        "stream",
+        "message_count",
+        "prompt_tokens",
+        "completion_tokens",
+        "first_token_seconds",
+        "duration_seconds",
+        "session",
+    ]
+    list_filter = ["status", "model", "stream", ("user", admin.RelatedOnlyFieldListFilter), "created_at"]
+    search_fields = ["user__username", "model", "error", "session__id", "session__title"]
+    list_select_related = ["user", "session"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in GenerationLog._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
