@@ -7,8 +7,8 @@ static/chorus/session.js through the REST API and kept live over the stream.
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.contrib.auth.decorators import login_required
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render

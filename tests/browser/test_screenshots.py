@@ -31,6 +31,8 @@ def test_screenshots_of_the_list_and_the_session_page(person, rest):
         page.set_viewport_size(viewport)
         page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
         screenshot(page, f"session-{size}")
+        page.evaluate("window.scrollTo(0, 0)")
+        screenshot(page, f"session-{size}-top")
         alice.goto("/")
         expect(page.locator(".session-card").first).to_contain_text("Onboarding redesign")
         screenshot(page, f"list-{size}")

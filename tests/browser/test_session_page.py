@@ -3,6 +3,8 @@ access, and screenshots at desktop and phone widths."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from playwright.sync_api import expect
 
@@ -72,7 +74,7 @@ def test_both_members_see_the_answer_grow_token_by_token(person, rest):
         # Token by token: many growing prefixes of the final text, never a doubled piece.
         growing = [t for t in texts if t]
         assert len(growing) >= 5, f"{someone.name} saw the answer in {len(growing)} steps: {growing}"
-        for before, after in zip(growing, growing[1:], strict=False):
+        for before, after in itertools.pairwise(growing):
             assert after.startswith(before) and len(after) > len(before)
         assert all(final.startswith(text) for text in growing)
         seen[someone.name] = growing

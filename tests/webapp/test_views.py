@@ -207,7 +207,7 @@ def test_session_page_escapes_the_title(alice):
 def test_page_lists_running_regenerations_for_cancel(collab, alice, settings):
     from sessions_app.models import Regeneration, RegenerationStatus
 
-    message, regeneration = services.message_post(session=collab, author=alice, content="question", reply=True)
+    _message, regeneration = services.message_post(session=collab, author=alice, content="question", reply=True)
     Regeneration.objects.filter(pk=regeneration.pk).update(status=RegenerationStatus.RUNNING)
     config = page_config(logged_in(alice).get(f"/sessions/{collab.pk}/"))
     assert config["activeRegenerations"] == {str(regeneration.message_id): str(regeneration.pk)}
