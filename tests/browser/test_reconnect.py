@@ -100,3 +100,37 @@ def test_when_the_browser_gives_up_the_client_takes_a_fresh_ticket_and_resumes(p
     # The new EventSource resumed from the last id the page had applied.
     assert f"lastEventId={applied}" in streams[-1]
     assert alice.errors == []
+
+
+def test_history_truncated_while_away_reloads_the_conversation(person, rest, cluster):
+    """Events the page missed were pruned before it came back: the stream says
+    history_truncated, and the page reads the conversation again instead of patching it."""
+    api = rest("alice", server=1)
+    session = new_session(api, "Pruned while away")
+    base = f"/api/v1/sessions/{session['id']}/messages/"
+    assert api.post(base, json={"content": "kept from the start"}).status_code == 201
+    alice = person("alice", server=0)
+    page = alice.page
+    loads = []
+    page.on("request", lambda r: loads.append(r.url) if r.url.endswith(base) and r.method == "GET" else None)
+    alice.open_session(session["id"])
+    badge = page.locator("#connection-badge")
+    assert len(loads) == 1
+
+    cluster.stop_process(0)
+    try:
+        expect(badge).to_have_attribute("data-state", "reconnecting", timeout=15_000)
+        for n in range(6):
+            assert api.post(base, json={"content": f"posted then pruned #{n}"}).status_code == 201
+        cluster.manage_script(
+            f"from realtime.retention import events_prune\nevents_prune(session_id={session['id']!r}, keep=2)\n"
+        )
+    finally:
+        cluster.restart_process(0)
+
+    expect(badge).to_have_attribute("data-state", "live", timeout=30_000)
+    expect(page.get_by_text("posted then pruned #5", exact=True)).to_have_count(1)
+    assert len(loads) >= 2, "the conversation was not read again"
+    stored = [m["content"] for m in api.get(base).json()["results"]]
+    assert page.locator(".message__content").all_text_contents() == stored
+    assert alice.errors == []

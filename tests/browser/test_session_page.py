@@ -164,3 +164,105 @@ def test_create_a_session_from_the_list(person):
     expect(page.locator("#session-title")).to_have_text("Made in the browser")
     expect(page.locator("#connection-badge")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     expect(page.locator("#members li")).to_have_count(1)
+
+
+def test_a_page_opened_mid_answer_shows_it_once(person, rest):
+    """The page's REST load already holds part of the answer and the stream replays the
+    deltas before it: applied by offset, the text is never doubled."""
+    api = rest("alice")
+    session = new_session(api, "Late joiner", editors=("bob",))
+    posted = api.post(
+        f"/api/v1/sessions/{session['id']}/messages/", json={"content": "Plan the offsite agenda", "reply": True}
+    )
+    assert posted.status_code == 201
+    regeneration = f"/api/v1/regenerations/{posted.json()['regenerationId']}/"
+    bob = person("bob")
+    # Wait (with a bound) until some of the answer is stored, then open the page mid-answer.
+    bob.page.wait_for_function(
+        "async (url) => { const r = await fetch(url); return (await r.json()).content.length > 20; }",
+        arg=regeneration,
+        polling=100,
+        timeout=WAIT_MS,
+    )
+    bob.open_session(session["id"])
+    page = bob.page
+    expect(page.locator(".message--assistant")).to_have_count(1)
+    expect(page.locator(".message--assistant.is-running")).to_have_count(0, timeout=30_000)
+    final = api.get(regeneration).json()
+    assert final["status"] == "completed"
+    expect(page.locator(".message--assistant .message__content")).to_have_text(final["content"])
+    assert bob.errors == []
+
+
+def test_edit_and_delete_reach_the_other_member(person, rest):
+    api = rest("alice")
+    session = new_session(api, "Edits", editors=("bob",))
+    alice, bob = person("alice"), person("bob")
+    for someone in (alice, bob):
+        someone.open_session(session["id"])
+    alice.page.fill("#composer-input", "first draft")
+    alice.page.click("button[data-action=send]")
+    expect(bob.page.get_by_text("first draft", exact=True)).to_have_count(1)
+    # bob may not change alice's message; alice (author and owner) may.
+    assert bob.page.locator(".message__actions button").count() == 0
+    message_id = alice.page.locator(".message", has_text="first draft").get_attribute("data-message-id")
+    mine = alice.page.locator(f'[data-message-id="{message_id}"]')  # its text becomes the editor's value
+    mine.get_by_role("button", name="Edit").click()
+    mine.locator("textarea").fill("second draft")
+    mine.get_by_role("button", name="Save").click()
+    expect(bob.page.get_by_text("second draft", exact=True)).to_have_count(1)
+    expect(bob.page.locator(".message__meta")).to_contain_text("edited")
+    mine.get_by_role("button", name="Delete").click()
+    mine.get_by_role("button", name="Delete for everyone").click()
+    expect(bob.page.locator(".message")).to_have_count(0)
+    expect(alice.page.locator(".message")).to_have_count(0)
+    assert alice.dialogs == [] and alice.errors == [] and bob.errors == []
+
+
+def test_regenerate_then_cancel_is_seen_by_both(person, rest):
+    api = rest("alice")
+    session = new_session(api, "Regenerations", editors=("bob",))
+    alice, bob = person("alice"), person("bob")
+    posted = api.post(f"/api/v1/sessions/{session['id']}/messages/", json={"content": "Name our team", "reply": True})
+    assert posted.status_code == 201
+    for someone in (alice, bob):
+        someone.open_session(session["id"])
+        expect(someone.page.locator(".message--assistant.is-running")).to_have_count(0, timeout=30_000)
+    alice.page.get_by_role("button", name="Regenerate").click()
+    # A new version starts streaming in both pages; bob cancels it.
+    for someone in (alice, bob):
+        expect(someone.page.locator(".message--assistant")).to_have_count(2)
+        expect(someone.page.locator(".message--assistant").nth(1)).to_contain_text("new version")
+    cancel = bob.page.locator(".message--assistant").nth(1).get_by_role("button", name="Cancel")
+    cancel.click()
+    for someone in (alice, bob):
+        newest = someone.page.locator(".message--assistant").nth(1)
+        expect(newest.locator(".message__problem--cancelled")).to_have_text("Cancelled.")
+        expect(newest).not_to_have_class("is-running")
+    assert alice.errors == [] and bob.errors == []
+
+
+def test_removed_member_is_told_and_loses_the_composer(person, rest):
+    api = rest("alice")
+    session = new_session(api, "Access", editors=("bob",))
+    bob = person("bob")
+    bob.open_session(session["id"])
+    expect(bob.page.locator("#composer")).to_have_count(1)
+    assert api.delete(f"/api/v1/sessions/{session['id']}/members/bob/").status_code == 204
+    expect(bob.page.locator(".alert--revoked")).to_contain_text("no longer have access", timeout=WAIT_MS)
+    expect(bob.page.locator("#connection-badge")).to_have_attribute("data-state", "offline")
+    assert bob.page.locator("#composer").count() == 0
+    assert bob.errors == []
+
+
+def test_system_notice_is_shown(person, rest, cluster):
+    session = new_session(rest("alice"), "Notices")
+    alice = person("alice")
+    alice.open_session(session["id"])
+    cluster.manage_script(
+        "from realtime import events\n"
+        "from realtime.publish import event_publish\n"
+        f"event_publish(session_id={session['id']!r}, payload=events.system(message={HOSTILE!r}))\n"
+    )
+    expect(alice.page.locator(".notice .notice__text")).to_have_text(HOSTILE, timeout=WAIT_MS)
+    assert alice.page.locator("img").count() == 0 and alice.dialogs == []
