@@ -1,4 +1,4 @@
-// Building DOM nodes from data: text goes in through textContent only, never innerHTML.
+// Building DOM nodes from data: text goes in through textContent only, never parsed as markup.
 
 /** el("li", {class: "x", dataset: {id: "1"}, text: "…"}, child, …) */
 export function el(tag, props = {}, ...children) {
