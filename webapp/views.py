@@ -28,7 +28,7 @@ SESSIONS_PER_PAGE = 50
 def session_list(request: HttpRequest) -> HttpResponse:
     """My sessions, most recently active first, and the form that creates one (POST:
     the new session's page on success, the list with the form's errors otherwise)."""
-    form = SessionCreateForm(request.POST or None)
+    form = SessionCreateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         session = services.session_create(owner=request.user, title=form.cleaned_data["title"])
         return redirect("web-session-detail", session_id=session.pk)
