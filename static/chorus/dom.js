@@ -31,3 +31,17 @@ export function codePoints(text) {
   for (const _ of text) count += 1;
   return count;
 }
+
+/**
+ * Apply a regeneration_progress delta to text of `length` code points: only the part past
+ * what the text already holds is appended, so a delta applied twice, or one the loaded
+ * content already contains, changes nothing. Returns {content, length, gap}; `gap` is true
+ * (and nothing is applied) when the delta starts past the end, i.e. text is missing.
+ */
+export function appendAt(content, length, offset, delta) {
+  if (offset > length) return { content, length, gap: true };
+  const points = [...delta];
+  const end = offset + points.length;
+  if (end <= length) return { content, length, gap: false };
+  return { content: content + points.slice(length - offset).join(""), length: end, gap: false };
+}

@@ -4,7 +4,7 @@
 // and what the stream replays changes nothing.
 
 import { api, apiAllPages, ApiError } from "./api.js";
-import { codePoints, el, shortTime } from "./dom.js";
+import { appendAt, codePoints, el, shortTime } from "./dom.js";
 import { SessionStream } from "./stream.js";
 
 const config = JSON.parse(document.getElementById("session-config").textContent);
@@ -171,8 +171,7 @@ function renderProgress(record) {
 
 function renderThoughts(record) {
   const thoughts = record.thoughts;
-  const done = thoughts.conclusion !== null;
-  const label = done ? "Thought process" : "Thinking…";
+  const label = thoughts.conclusion !== null || !record.running ? "Thought process" : "Thinking…";
   const count = thoughts.steps.length;
   const details = el(
     "details",
@@ -187,7 +186,9 @@ function renderThoughts(record) {
   const list = el("ol", { class: "thoughts__steps" });
   for (const step of thoughts.steps) list.append(el("li", { text: step.reasoning }));
   details.append(list);
-  if (done) details.append(el("p", { class: "thoughts__conclusion", text: `Conclusion: ${thoughts.conclusion}` }));
+  if (thoughts.conclusion) {
+    details.append(el("p", { class: "thoughts__conclusion", text: `Conclusion: ${thoughts.conclusion}` }));
+  }
   return details;
 }
 
@@ -332,7 +333,6 @@ function finish(record, problem) {
   record.running = false;
   record.progress = 100;
   record.problem = problem;
-  if (record.thoughts && record.thoughts.conclusion === null && problem === null) record.thoughts.conclusion = "";
   renderMessage(record);
 }
 
@@ -422,18 +422,14 @@ const handlers = {
   regeneration_progress: (e) => {
     const record = state.messages.get(e.data.messageId);
     if (record === undefined) return;
-    const delta = [...e.data.delta];
-    const end = e.data.offset + delta.length;
-    if (e.data.offset > record.length) {
+    const applied = appendAt(record.content, record.length, e.data.offset, e.data.delta);
+    if (applied.gap) {
       // Text is missing before this delta (never expected: ids have no gaps); read it again.
       resync(record);
       return;
     }
-    if (end > record.length) {
-      // Only the part past what we have: a delta the loaded content already holds adds nothing.
-      record.content += delta.slice(record.length - e.data.offset).join("");
-      record.length = end;
-    }
+    record.content = applied.content;
+    record.length = applied.length;
     record.progress = Math.max(record.progress, e.data.progress);
     const wasRunning = record.running;
     record.running = true;
