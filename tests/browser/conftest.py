@@ -40,10 +40,14 @@ def _drop_template_databases():
     drop_templates()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
-    """Headless Chromium. Missing Chromium skips (loudly) — and fails under CI=true, so CI
-    can never pass by not running the browser tests."""
+    """Headless Chromium, one for all the browser tests. Missing Chromium skips (loudly) —
+    and fails under CI=true, so CI can never pass by not running the browser tests.
+
+    Package scope, not session: Playwright's sync API keeps an event loop marked running in
+    this thread while it is open, and the async tests that run after this package would
+    fail to start their own ("cannot be called from a running event loop")."""
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         message = (
             f"BROWSER TESTS NOT RUN: no Chromium at {CHROMIUM} "
