@@ -79,6 +79,10 @@ def cluster(postgres_url, redis_url) -> Iterator[Cluster]:
             "CHORUS_LOCAL_TOKEN_DELAY_MS": "40",
             "CHORUS_LOCAL_THOUGHT_STEPS": "2",
             "CHORUS_PROGRESS_FLUSH_MS": "20",
+            # The throttle counters live in the shared Redis under user ids, which every
+            # fresh database reuses: runs back to back (or other suites) would share them.
+            "CHORUS_REGENERATION_RATE_USER": "1000/minute",
+            "CHORUS_REGENERATION_RATE_SESSION": "1000/minute",
         },
     ).start()
     try:
