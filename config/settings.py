@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "realtime",
     "sessions_app",
     "completions",
+    "webapp",  # the members' pages: /, /sessions/{id}/ (CONTRACT §6)
 ]
 
 MIDDLEWARE = [
@@ -166,7 +167,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/api/docs/"  # the ops console (CONTRACT §6) is not built yet
+LOGIN_REDIRECT_URL = "/"  # the members' session list (CONTRACT §2)
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 REST_FRAMEWORK = {
     # Token first, so that an anonymous request gets 401 with WWW-Authenticate (not 403).
@@ -324,6 +326,11 @@ CHORUS_MESSAGE_RATE_USER = os.environ.get("CHORUS_MESSAGE_RATE_USER", "6000/minu
 # --- Static files and i18n --------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The web app's stylesheet and ES modules (static/chorus/), served as they are: no build step.
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Django serves /static/ itself when there is no proxy in front (`make run`, the browser
+# tests' server processes); in production the proxy serves STATIC_ROOT (collectstatic).
+CHORUS_SERVE_STATIC = env_bool("CHORUS_SERVE_STATIC", DEBUG)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -1,7 +1,8 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.contrib.staticfiles.urls import staticfiles_urlpatterns
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime.health import healthz, metrics, readyz
@@ -18,11 +19,14 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("webapp.urls")),  # the members' pages: /, /sessions/{id}/
 ]
 
-# With DEBUG on (`make run`), Django serves static files itself, so /api/docs/ and the admin
-# work offline with no proxy; in production the proxy serves STATIC_ROOT (collectstatic).
-urlpatterns += staticfiles_urlpatterns()
+# Without a proxy (`make run`, where DEBUG is on, or CHORUS_SERVE_STATIC=1), Django serves
+# static files itself, so the web app, /api/docs/ and the admin work offline; in production
+# the proxy serves STATIC_ROOT (collectstatic).
+if settings.CHORUS_SERVE_STATIC:
+    urlpatterns += [re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True})]
 
 # JSON on API paths (/api/, /sse/, /v1/), the pages of templates/ elsewhere. With DEBUG on,
 # Django skips handler404/500; sessions_app.exceptions.ApiErrorsMiddleware covers the API.

@@ -243,4 +243,4 @@ def test_logging_in_in_a_browser_lands_on_a_page_that_exists(client, alice):
     response = client.post("/accounts/login/", {"username": "alice", "password": "pw-for-tests"}, follow=True)
     assert response.redirect_chain[0][1] == 302
     assert response.status_code == 200
-    assert response.request["PATH_INFO"] == "/api/docs/"
+    assert response.request["PATH_INFO"] == "/"  # the session list (CONTRACT §2)

@@ -116,18 +116,43 @@ class Cluster:
     def start_process(self) -> int:
         """Start one more server process; returns its index."""
         port = free_port()
-        # A file, not a pipe: nobody reads a pipe while the test runs, and a full one
-        # would block the server's logging.
-        log = Path(tempfile.gettempdir()) / f"chorus-{self.server}-{port}.log"
-        with open(log, "wb") as sink:
-            proc = subprocess.Popen(
-                self.command(port), cwd=ROOT, env=self.process_env(), stdout=sink, stderr=subprocess.STDOUT
-            )
+        proc, log = self._spawn(port)
         self.logs.append(log)
         self.ports.append(port)
         self.procs.append(proc)
         self._wait_ready(len(self.procs) - 1)
         return len(self.procs) - 1
+
+    def _spawn(self, port: int) -> tuple[subprocess.Popen, Path]:
+        # A file, not a pipe: nobody reads a pipe while the test runs, and a full one
+        # would block the server's logging.
+        log = Path(tempfile.gettempdir()) / f"chorus-{self.server}-{port}.log"
+        with open(log, "ab") as sink:
+            proc = subprocess.Popen(
+                self.command(port), cwd=ROOT, env=self.process_env(), stdout=sink, stderr=subprocess.STDOUT
+            )
+        return proc, log
+
+    def stop_process(self, index: int, timeout: float = 15) -> None:
+        """SIGTERM one process (a deploy or restart) and wait until it has exited."""
+        proc = self.procs[index]
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def restart_process(self, index: int) -> None:
+        """Start a stopped (or killed) process again on the same port, so that clients
+        connected to that address reconnect to it; returns once it is ready."""
+        if self.procs[index].poll() is None:
+            raise RuntimeError(f"server {index} is still running; stop it first")
+        proc, log = self._spawn(self.ports[index])
+        self.procs[index] = proc
+        self.logs[index] = log
+        self._wait_ready(index)
 
     def _wait_ready(self, index: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -175,17 +200,20 @@ class Cluster:
         )  # fmt: skip
         return result.stdout
 
-    def create_users(self, *names: str, staff: tuple[str, ...] = (), timeout: float = 60) -> dict[str, str]:
-        """Users with API tokens: {username: token}."""
+    def create_users(
+        self, *names: str, staff: tuple[str, ...] = (), password: str = "pw", timeout: float = 60
+    ) -> dict[str, str]:
+        """Users with API tokens: {username: token}. They can also sign in to the web
+        app with `password`."""
         code = (
             "import json\n"
             "from django.contrib.auth import get_user_model\n"
             "from rest_framework.authtoken.models import Token\n"
-            f"names = {list(names)!r}; staff = {list(staff)!r}\n"
+            f"names = {list(names)!r}; staff = {list(staff)!r}; password = {password!r}\n"
             "out = {}\n"
             "for n in names:\n"
             "    u, _ = get_user_model().objects.get_or_create(username=n, defaults={'is_staff': n in staff})\n"
-            "    u.set_password('pw'); u.save()\n"
+            "    u.set_password(password); u.save()\n"
             "    out[n] = Token.objects.get_or_create(user=u)[0].key\n"
             "print(json.dumps(out))\n"
         )

@@ -41,3 +41,6 @@ class Command(BaseCommand):
             token, _ = Token.objects.get_or_create(user=users[name])
             self.stdout.write(f"  {name}: Authorization: Token {token.key}")
         self.stdout.write(f"Demo session: {session.pk}")
+        self.stdout.write("")
+        self.stdout.write(f"Open http://127.0.0.1:8000/ and sign in as alice, bob or staff with password {password!r}")
+        self.stdout.write(f"  (the demo session: http://127.0.0.1:8000/sessions/{session.pk}/)")
