@@ -2,8 +2,8 @@
 uvicorn processes on PostgreSQL and Redis: the figures it shows come from the whole
 cluster and change without a reload.
 
-The browser fixture lives here rather than in tests/browser/conftest.py (the shared
-harness another branch is writing); the two can be merged later.
+The browser comes from tests/browser/conftest.py; the cluster here is the console's own
+(fast registry heartbeats and polls, a slow assistant).
 """
 
 from __future__ import annotations
@@ -16,24 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.servers import Cluster, drop_templates
+from tests.browser.conftest import ARTIFACTS, DESKTOP, PHONE
+from tests.support.servers import Cluster
 
 pytestmark = pytest.mark.services
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HOSTILE = "<img src=x onerror=alert(1)>"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +41,6 @@ def cluster(postgres_url, redis_url) -> Iterator[Cluster]:
     running.tokens = running.create_users("alice", "bob", "carol", "operator", staff=("operator",))
     yield running
     running.stop()
-    drop_templates()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
