@@ -374,6 +374,11 @@ class Hub:
                 if grant in refused:
                     stream.revoke()
 
+    async def rechecks_done(self) -> None:
+        """Wait until no re-check is pending or running (tests and diagnostics)."""
+        while self._rechecker is not None and not self._rechecker.done():
+            await asyncio.wait([self._rechecker])
+
     def _on_recheck_users(self, message: dict) -> None:
         """`streams.recheck`: these users' rights changed (realtime.publish.streams_recheck).
         Streams still opening may belong to them too: they re-check once open."""
