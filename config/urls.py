@@ -1,11 +1,10 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime.health import healthz, metrics, readyz
-from sessions_app.login import LoginView
+from sessions_app.login import LoginView, LogoutView
 
 urlpatterns = [
     path("api/v1/", include("sessions_app.urls")),
@@ -15,7 +14,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
     path("accounts/login/", LoginView.as_view(), name="login"),  # throttled (CONTRACT §2)
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),  # ends that login's streams
     path("admin/", admin.site.urls),
 ]
 

@@ -22,6 +22,7 @@ from uuid import UUID
 from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session as LoginSession
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from knox.crypto import hash_token
@@ -30,7 +31,7 @@ from knox.settings import CONSTANTS
 
 from realtime.replay import replay_rows
 from realtime.sql import cached_sql, column, db_value, fetch_all, fetch_one, table
-from realtime.tickets import TicketInvalid, ticket_verify
+from realtime.tickets import TicketInvalid, ticket_read
 
 
 class StreamRefused(Exception):
@@ -45,6 +46,7 @@ class Credentials:
     user_id: int | None  # from the session cookie (Channels' auth middleware)
     token: str | None
     ticket: str | None
+    login_session: str | None = None  # the cookie's session key, with user_id
 
     @property
     def present(self) -> bool:
@@ -54,11 +56,21 @@ class Credentials:
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What an open stream's right to exist rests on: its user (the cookie's, the ticket's
-    or the token's) reading its session, and for a token stream that token (its digest)."""
+    or the token's) reading its session; for a token stream, or a ticket asked for with a
+    token, that token (its digest); for a cookie stream, the login session (its key)."""
 
     user_id: int
     session_key: str
     token_digest: str | None = None
+    login_session: str | None = None
+
+
+def _login_sessions_in_database() -> bool:
+    """Whether login sessions are rows of django_session, which a query can check."""
+    return settings.SESSION_ENGINE in (
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.backends.cached_db",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +92,12 @@ class StreamUser:
 
 
 @cached_sql
-def _opening_sql(by_token: bool) -> str:
+def _opening_sql(by_token: bool, ticket_token: bool = False) -> str:
     """The stream user's columns, looked up by token (its key prefix, unexpired; the
-    token's digest comes last, to compare) or by primary key (active only), whether the
-    access rule lets them read the session, and the session's newest event id (NULL if
-    there is no such session)."""
+    token's digest comes last, to compare) or by primary key (active only; with
+    `ticket_token`, only while the token a ticket was asked for holds), whether the access
+    rule lets them read the session, and the session's newest event id (NULL if there is
+    no such session)."""
     User = get_user_model()
     source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     pk, username, is_staff, is_active = (
@@ -103,6 +116,12 @@ def _opening_sql(by_token: bool) -> str:
         )
     else:
         select += f" WHERE u.{pk} = %s"
+    if ticket_token:  # a ticket asked for with a token: that token must still hold
+        expiry = column(AuthToken, "expiry")
+        select += (
+            f" AND EXISTS (SELECT 1 FROM {table(AuthToken)} t WHERE t.{column(AuthToken, 'digest')} = %s"
+            f" AND t.{column(AuthToken, 'user')} = u.{pk} AND (t.{expiry} IS NULL OR t.{expiry} > %s))"
+        )
     return select + f" AND u.{is_active} = %s"
 
 
@@ -126,22 +145,28 @@ def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamU
     hand-written (realtime.sql)."""
     source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     session_param = db_value(source, source._meta.pk.name, session_id)
-    token_digest = None
+    token_digest = login_session = None
     if credentials.user_id:
         row = fetch_one(_opening_sql(False), [session_param, credentials.user_id, True])
+        login_session = credentials.login_session if _login_sessions_in_database() else None
     elif credentials.token:
         row = _token_row(session_param, credentials.token)
         token_digest = row[-1] if row is not None else None
     else:
         try:
-            user_id = ticket_verify(ticket=credentials.ticket or "", session_id=session_id)
+            claims = ticket_read(ticket=credentials.ticket or "", session_id=session_id)
         except TicketInvalid as exc:
             raise StreamRefused(401, f"Invalid stream ticket: {exc}.") from exc
-        row = fetch_one(_opening_sql(False), [session_param, user_id, True])
+        token_digest = claims.token_digest
+        if token_digest is None:
+            row = fetch_one(_opening_sql(False), [session_param, claims.user_id, True])
+        else:
+            now = db_value(AuthToken, "expiry", timezone.now())
+            row = fetch_one(_opening_sql(False, True), [session_param, claims.user_id, token_digest, now, True])
     if row is None:
         raise StreamRefused(401, "Invalid credentials.")
     user = StreamUser(pk=row[0], username=row[1], is_staff=bool(row[2]))
-    grant = Grant(user_id=user.pk, session_key=str(session_id), token_digest=token_digest)
+    grant = Grant(user_id=user.pk, session_key=str(session_id), token_digest=token_digest, login_session=login_session)
     return user, bool(row[4]), row[3], grant
 
 
@@ -172,41 +197,51 @@ def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None
 
 
 # Grants per statement: padded up to one of these sizes, so that a handful of statements
-# (each prepared once on PostgreSQL) serve every batch; 4 parameters each stays far below
+# (each prepared once on PostgreSQL) serve every batch; 5 parameters each stays far below
 # SQLite's limit on parameters.
 _BATCH_SIZES = (8, 50, 200)
 
 
 @cached_sql
-def _grants_sql(size: int) -> str:
-    """The indexes of the grants (idx, user id, session id, token digest or NULL) that
-    still hold: active user, the access rule, and the token (if any) still stored,
-    unexpired and the user's."""
+def _grants_sql(size: int, login_sessions: bool) -> str:
+    """The indexes of the grants (idx, user id, session id, token digest or NULL, login
+    session key or NULL) that still hold: active user, the access rule, the token (if any)
+    still stored, unexpired and the user's, and the login session (if any, and if
+    `login_sessions`: they are database rows) still there and unexpired."""
     User = get_user_model()
     source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     may_read = import_string(settings.CHORUS_STREAM_ACCESS_RULE)(user="u", session="s")
     expiry = column(AuthToken, "expiry")
-    values = ", ".join(["(%s, %s, %s, %s)"] * size)
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * size)
+    login_join = login_check = ""
+    if login_sessions:
+        key, expire = column(LoginSession, "session_key"), column(LoginSession, "expire_date")
+        login_join = f" LEFT JOIN {table(LoginSession)} ls ON ls.{key} = g.ls"
+        login_check = f" AND (g.ls IS NULL OR (ls.{key} IS NOT NULL AND ls.{expire} > %s))"
     return (
-        f"WITH g (idx, uid, sid, dig) AS (VALUES {values})"
+        f"WITH g (idx, uid, sid, dig, ls) AS (VALUES {values})"
         f" SELECT g.idx FROM g"
         f" JOIN {table(User)} u ON u.{column(User, User._meta.pk.name)} = g.uid"
         f" JOIN {table(source)} s ON s.{column(source, source._meta.pk.name)} = g.sid"
         f" LEFT JOIN {table(AuthToken)} t ON t.{column(AuthToken, 'digest')} = g.dig"
         f" AND t.{column(AuthToken, 'user')} = g.uid"
+        f"{login_join}"
         f" WHERE u.{column(User, 'is_active')} = %s AND ({may_read})"
         f" AND (g.dig IS NULL OR (t.{column(AuthToken, 'digest')} IS NOT NULL"
-        f" AND (t.{expiry} IS NULL OR t.{expiry} > %s)))"
+        f" AND (t.{expiry} IS NULL OR t.{expiry} > %s))){login_check}"
     )
 
 
 def grants_refused(*, grants: list[Grant]) -> set[Grant]:
     """The grants that no longer hold: the user is gone or inactive, the access rule
-    refuses them the session (removed, no longer staff, session deleted), or their token
-    was revoked or has expired. One query per 200 grants."""
+    refuses them the session (removed, no longer staff, session deleted), their token was
+    revoked or has expired, or their login session ended (logged out, expired). One query
+    per 200 grants."""
     source = apps.get_model(settings.CHORUS_EVENT_SOURCE_MODEL)
     unique = list(dict.fromkeys(grants))
     now = db_value(AuthToken, "expiry", timezone.now())
+    login_sessions = _login_sessions_in_database()
+    extra = [True, now, *([db_value(LoginSession, "expire_date", timezone.now())] if login_sessions else [])]
     holding: set[int] = set()
     largest = _BATCH_SIZES[-1]
     for start in range(0, len(unique), largest):
@@ -217,6 +252,6 @@ def grants_refused(*, grants: list[Grant]) -> set[Grant]:
             index = start + min(offset, len(chunk) - 1)  # pad with the last grant
             grant = unique[index]
             session_param = db_value(source, source._meta.pk.name, UUID(grant.session_key))
-            params += [index, grant.user_id, session_param, grant.token_digest]
-        holding.update(row[0] for row in fetch_all(_grants_sql(size), [*params, True, now]))
+            params += [index, grant.user_id, session_param, grant.token_digest, grant.login_session]
+        holding.update(row[0] for row in fetch_all(_grants_sql(size, login_sessions), [*params, *extra]))
     return {grant for index, grant in enumerate(unique) if index not in holding}

@@ -195,7 +195,10 @@ class SessionStream(AsyncHttpConsumer):
         if scheme.lower() in ("token", "bearer"):
             token = value.strip() or None
         ticket = (query.get("ticket") or [None])[-1]
-        return Credentials(user_id=user_id, token=token, ticket=ticket)
+        login = self.scope.get("session") if user_id else None
+        return Credentials(
+            user_id=user_id, token=token, ticket=ticket, login_session=login.session_key if login is not None else None
+        )
 
     # --- what the hub calls -----------------------------------------------------------
     def offer(self, seq: int, frame: bytes) -> None:

@@ -1,4 +1,5 @@
-"""The web app's login form (`/accounts/login/`, CONTRACT §2), throttled like the API's."""
+"""The web app's login form (`/accounts/login/`, CONTRACT §2), throttled like the API's, and
+its logout, which also ends the streams opened with that login's cookie."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 
+from realtime.publish import streams_recheck
 from sessions_app.throttles import login_throttle_check
 
 
@@ -39,4 +41,16 @@ class LoginView(auth_views.LoginView):
         form.is_valid()  # runs clean(): the error shows with the form
         response = self.render_to_response(self.get_context_data(form=form), status=429)
         response["Retry-After"] = str(seconds)
+        return response
+
+
+class LogoutView(auth_views.LogoutView):
+    """Django's LogoutView; the user's streams are re-checked once the login session is
+    gone, so those opened with its cookie end at once (others stay)."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        user_id = request.user.pk if request.user.is_authenticated else None
+        response = super().post(request, *args, **kwargs)  # flushes the login session
+        if user_id is not None:
+            streams_recheck(user_ids=[user_id])
         return response

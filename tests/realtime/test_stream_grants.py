@@ -91,3 +91,28 @@ def test_nothing_to_check_is_no_query():
     with CaptureQueriesContext(connection) as queries:
         assert grants_refused(grants=[]) == set()
     assert len(queries) == 0
+
+
+def test_login_sessions_hold_while_their_row_does(collab, alice, bob):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    live, ended, expired = SessionStore(), SessionStore(), SessionStore()
+    for store in (live, ended, expired):
+        store["_auth_user_id"] = str(alice.pk)
+        store.create()
+    ended.delete()
+    SessionStore.get_model_class().objects.filter(session_key=expired.session_key).update(
+        expire_date=timezone.now() - dt.timedelta(seconds=1)
+    )
+    grants = {
+        name: Grant(user_id=alice.pk, session_key=str(collab.pk), login_session=store.session_key)
+        for name, store in (("live", live), ("ended", ended), ("expired", expired))
+    }
+    refused = grants_refused(grants=list(grants.values()))
+    assert {name for name, g in grants.items() if g in refused} == {"ended", "expired"}
+
+
+def test_login_sessions_kept_elsewhere_than_the_database_are_not_checked(collab, alice, settings):
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    gone = Grant(user_id=alice.pk, session_key=str(collab.pk), login_session="no-such-row")
+    assert grants_refused(grants=[gone]) == set()

@@ -301,3 +301,62 @@ async def test_one_batched_query_rechecks_all_streams(asgi_app, collab, alice, b
     assert all(g.token_digest for g in grants) and all(g.session_key == str(collab.pk) for g in grants)
     for stream in streams:
         await stream.disconnect()
+
+
+# --- tickets and cookies ----------------------------------------------------------------
+async def test_a_ticket_stream_ends_with_the_token_that_asked_for_the_ticket(asgi_app, collab, bob, triggers_only):
+    token = await sync(token_for)(bob)
+    response = await sync(api_with(token).post)(f"/api/v1/sessions/{collab.pk}/stream-ticket/")
+    stream = await opened(asgi_app, collab, query={"ticket": response.json()["ticket"]})
+    assert (await sync(api_with(token).post)("/api/v1/auth/logout/")).status_code == 204
+    assert await rest_of(stream) == ["access_revoked"]
+
+
+async def test_a_ticket_of_a_token_revoked_since_does_not_open(asgi_app, collab, bob):
+    token = await sync(token_for)(bob)
+    ticket = (await sync(api_with(token).post)(f"/api/v1/sessions/{collab.pk}/stream-ticket/")).json()["ticket"]
+    await sync(api_with(token).post)("/api/v1/auth/logout/")
+    async with ASGIStream(asgi_app, stream_path(collab), query={"ticket": ticket}) as stream:
+        await asyncio.wait_for(stream.finished.wait(), 5)
+        assert stream.status == 401
+
+
+async def test_a_ticket_asked_for_with_the_cookie_is_bound_to_the_user_only(asgi_app, collab, bob, triggers_only):
+    from django.test import Client
+
+    def ticket_with_the_cookie() -> str:
+        browser = Client()
+        browser.force_login(bob)
+        return browser.post(f"/api/v1/sessions/{collab.pk}/stream-ticket/").json()["ticket"]
+
+    ticket = await sync(ticket_with_the_cookie)()
+    stream = await opened(asgi_app, collab, query={"ticket": ticket})
+    other_token = await sync(token_for)(bob)
+    assert (await sync(api_with(other_token).post)("/api/v1/auth/logout-all/")).status_code == 204
+    await still_live(stream, collab, bob)
+    await stream.disconnect()
+
+
+async def test_logging_out_of_the_web_app_ends_that_logins_streams(asgi_app, collab, bob, triggers_only):
+    from django.conf import settings
+    from django.test import Client
+
+    browser = Client()
+    assert (
+        await sync(browser.post)("/accounts/login/", {"username": "bob", "password": "pw-for-tests"})
+    ).status_code == 302
+    cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"}
+    this_login = await opened(asgi_app, collab, headers=cookie)
+    other_login = await opened(asgi_app, collab, headers=await cookie_header(bob))
+    assert (await sync(browser.post)("/accounts/logout/")).status_code in (200, 302)  # a page, or a redirect
+    assert await rest_of(this_login) == ["access_revoked"]
+    await still_live(other_login, collab, bob)
+    await other_login.disconnect()
+
+
+async def test_a_login_session_that_ends_behind_the_apps_back_ends_its_streams(asgi_app, collab, bob, periodic_only):
+    from django.contrib.sessions.models import Session
+
+    stream = await opened(asgi_app, collab, headers=await cookie_header(bob))
+    await sync(lambda: Session.objects.all().delete())()  # e.g. clearsessions, or an expiry
+    assert await rest_of(stream) == ["access_revoked"]
