@@ -117,6 +117,24 @@ def test_hot_statements_are_prepared_on_postgresql(collab, alice):
     assert prepared == (1,)
 
 
+@pytest.mark.services
+def test_the_token_lookup_is_prepared_on_postgresql(bob):
+    """The REST token lookup (knox token and user, one join) runs on every API request."""
+    from tests.conftest import IN_CI
+
+    if connection.vendor != "postgresql":
+        message = "needs DATABASE_URL pointing at PostgreSQL"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    from sessions_app.authentication import _token_user, token_lookup
+
+    key = token_for(bob)
+    for _ in range(6):
+        assert token_lookup(key).user == bob
+    sql, _, _ = _token_user()
+    prepared = fetch_one("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [sql[:60] + "%"])
+    assert prepared == (1,)
+
+
 def test_insert_falls_back_to_save_for_a_model_with_signal_receivers(collab, alice):
     from django.db.models.signals import post_save
 
