@@ -147,14 +147,18 @@ async def test_revoking_in_the_admin_ends_the_stream(asgi_app, collab, bob, trig
 
 
 # --- users ------------------------------------------------------------------------------
+async def opened_by(how: str, app, api, session, user) -> ASGIStream:
+    """A stream of `user` opened with an API token, the session cookie or a ticket."""
+    if how == "token":
+        return await opened(app, session, headers=token_headers(await sync(token_for)(user)))
+    if how == "cookie":
+        return await opened(app, session, headers=await cookie_header(user))
+    return await opened(app, session, query={"ticket": await ticket_for(api, user, session)})
+
+
 @pytest.mark.parametrize("how", ["token", "cookie", "ticket"])
 async def test_deactivating_a_user_ends_their_streams_at_once(asgi_app, api, collab, bob, how, triggers_only):
-    if how == "token":
-        stream = await opened(asgi_app, collab, headers=token_headers(await sync(token_for)(bob)))
-    elif how == "cookie":
-        stream = await opened(asgi_app, collab, headers=await cookie_header(bob))
-    else:
-        stream = await opened(asgi_app, collab, query={"ticket": await ticket_for(api, bob, collab)})
+    stream = await opened_by(how, asgi_app, api, collab, bob)
     bob.is_active = False
     await sync(bob.save)()  # what the admin does
     assert await rest_of(stream) == ["access_revoked"]
@@ -164,12 +168,7 @@ async def test_deactivating_a_user_ends_their_streams_at_once(asgi_app, api, col
 async def test_a_user_deactivated_behind_the_apps_back_is_caught_by_the_periodic_check(
     asgi_app, api, collab, bob, how, periodic_only
 ):
-    if how == "token":
-        stream = await opened(asgi_app, collab, headers=token_headers(await sync(token_for)(bob)))
-    elif how == "cookie":
-        stream = await opened(asgi_app, collab, headers=await cookie_header(bob))
-    else:
-        stream = await opened(asgi_app, collab, query={"ticket": await ticket_for(api, bob, collab)})
+    stream = await opened_by(how, asgi_app, api, collab, bob)
     await sync(lambda: User.objects.filter(pk=bob.pk).update(is_active=False))()  # no signal
     assert await rest_of(stream) == ["access_revoked"]
 

@@ -213,12 +213,18 @@ def test_drfs_plain_token_table_is_gone():
 
 
 # --- the admin and the demo data --------------------------------------------------------
-def test_the_admin_lists_tokens_without_their_secret(alice, staff_user):
-    token = sign_in()["token"]
+@pytest.fixture
+def admin_browser(staff_user) -> Client:
     staff_user.is_superuser = True
     staff_user.save()
     browser = Client()
     browser.force_login(staff_user)
+    return browser
+
+
+def test_the_admin_lists_tokens_without_their_secret(alice, admin_browser):
+    token = sign_in()["token"]
+    browser = admin_browser
     page = browser.get("/admin/knox/authtoken/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -232,12 +238,9 @@ def test_the_admin_lists_tokens_without_their_secret(alice, staff_user):
     assert browser.get("/admin/knox/authtoken/add/").status_code == 403
 
 
-def test_the_admin_revokes_tokens(alice, staff_user):
+def test_the_admin_revokes_tokens(alice, admin_browser):
     token = sign_in()["token"]
-    staff_user.is_superuser = True
-    staff_user.save()
-    browser = Client()
-    browser.force_login(staff_user)
+    browser = admin_browser
     row = AuthToken.objects.get(user=alice)
     response = browser.post("/admin/knox/authtoken/", {"action": "revoke", "_selected_action": [row.pk]}, follow=True)
     assert response.status_code == 200
