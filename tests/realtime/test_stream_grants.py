@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 
 import pytest
+from django.contrib.sessions.backends import db
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -110,6 +111,16 @@ def test_login_sessions_hold_while_their_row_does(collab, alice, bob):
     }
     refused = grants_refused(grants=list(grants.values()))
     assert {name for name, g in grants.items() if g in refused} == {"ended", "expired"}
+
+
+class SessionStore(db.SessionStore):
+    """An engine of our own on top of Django's database store (this module as SESSION_ENGINE)."""
+
+
+def test_login_sessions_of_a_database_engine_of_our_own_are_checked(collab, alice, settings):
+    settings.SESSION_ENGINE = __name__
+    gone = Grant(user_id=alice.pk, session_key=str(collab.pk), login_session="no-such-row")
+    assert grants_refused(grants=[gone]) == {gone}
 
 
 def test_login_sessions_kept_elsewhere_than_the_database_are_not_checked(collab, alice, settings):
