@@ -151,7 +151,9 @@ def rest_world(world, alice):
 def fill(template, values: dict):
     if isinstance(template, str):
         return template.format(**values)
-    return {key: fill(value, values) for key, value in template.items()}
+    if isinstance(template, dict):
+        return {key: fill(value, values) for key, value in template.items()}
+    return template
 
 
 def served(route: Route, path: str) -> bool:
