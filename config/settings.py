@@ -7,6 +7,7 @@ in-memory channel layer, one process); production sets DATABASE_URL and REDIS_UR
 import os
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -55,7 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: stored hashed, expiring, one per device (CONTRACT §2)
     "channels",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's assets, served locally: /api/docs/ works offline
@@ -185,6 +186,53 @@ REST_FRAMEWORK = {
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# --- API tokens, login throttles, TLS behind a proxy (CONTRACT §2) ----------------------
+# Tokens (django-rest-knox) are stored as SHA-512 digests and expire after this long.
+CHORUS_TOKEN_TTL_SECONDS = env_int("CHORUS_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
+REST_KNOX = {"TOKEN_TTL": timedelta(seconds=CHORUS_TOKEN_TTL_SECONDS), "AUTH_HEADER_PREFIX": "Token"}
+# Obtaining a token and the login form, per client address and per username (DRF rate
+# strings); counters live in the default cache (Redis when REDIS_URL is set).
+CHORUS_LOGIN_RATE_IP = os.environ.get("CHORUS_LOGIN_RATE_IP", "20/minute")
+CHORUS_LOGIN_RATE_USER = os.environ.get("CHORUS_LOGIN_RATE_USER", "10/minute")
+# The client address of a request is REMOTE_ADDR. uvicorn behind nginx on the same host
+# already puts X-Forwarded-For there (--forwarded-allow-ips, 127.0.0.1 by default); daphne
+# does not unless run with --proxy-headers: then set this to the number of proxies, and
+# DRF reads the address from X-Forwarded-For instead.
+if os.environ.get("CHORUS_NUM_PROXIES"):
+    REST_FRAMEWORK["NUM_PROXIES"] = env_int("CHORUS_NUM_PROXIES", 0)
+# How often each process re-checks that its open streams may still exist (revoked or
+# expired token, deactivated user, lost membership or staff status): one batched query.
+CHORUS_STREAM_REVALIDATE_SECONDS = env_float("CHORUS_STREAM_REVALIDATE_SECONDS", 5.0)
+
+# Behind a TLS-terminating proxy (nginx) that sets X-Forwarded-Proto: trust it, mark the
+# session and CSRF cookies Secure and send HSTS on HTTPS responses. Off by default: with
+# plain HTTP (make run, tests) Secure cookies would never come back.
+DJANGO_SECURE_PROXY_SSL_HEADER = env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False)
+if DJANGO_SECURE_PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+    # Probes talk plain HTTP to the process itself, never through the proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# The public origins (scheme://host[:port]) that forms are posted from, when they differ
+# from the Host the proxy passes on, e.g. https://chorus.example.com.
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+# `check --deploy` warnings silenced on purpose:
+SILENCED_SYSTEM_CHECKS = [
+    # W005/W021: HSTS for every subdomain, or on the browsers' preload list, commits the
+    # whole domain to HTTPS: the domain owner's call (DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS,
+    # DJANGO_SECURE_HSTS_PRELOAD), not a default this app can make.
+    "security.W005",
+    "security.W021",
+    # W008: the proxy redirects http to https (README's nginx block); the app also answers
+    # plain HTTP probes. DJANGO_SECURE_SSL_REDIRECT=1 makes Django redirect as well.
+    "security.W008",
+]
 
 # --- API docs: the OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ -------------
 SPECTACULAR_SETTINGS = {

@@ -1,11 +1,11 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime.health import healthz, metrics, readyz
+from sessions_app.login import LoginView, LogoutView
 
 urlpatterns = [
     path("api/v1/ops/", include("ops.api_urls")),
@@ -16,8 +16,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", LoginView.as_view(), name="login"),  # throttled (CONTRACT §2)
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),  # ends that login's streams
     path("admin/", admin.site.urls),
     path("", include("webapp.urls")),  # the members' pages: /, /sessions/{id}/
 ]

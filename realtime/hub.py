@@ -5,6 +5,14 @@ session that has at least one open stream in this process it joins that session'
 and when an event arrives it encodes the SSE frame once and offers it to each local stream
 of the session. It leaves a group when the last local stream of that session goes.
 A sweeper task (one per process) sends keepalives and ends streams that lived too long.
+
+Streams that outlive their right to exist: every CHORUS_STREAM_REVALIDATE_SECONDS the hub
+re-checks all its streams' grants in one batched query (realtime.access.grants_refused)
+and revokes the refused ones; a `member_left` event (whichever way it reaches the hub or
+a stream) and a `streams.recheck` control message (a token revoked, a user deactivated)
+trigger the same check at once for the streams concerned. The check asks the database
+about *current* rights, so a replayed `member_left` of someone who was added back since
+revokes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import contextvars
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from channels.layers import get_channel_layer
@@ -22,12 +30,15 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from realtime import metrics, sse
+from realtime.access import Grant, grants_refused
 from realtime.db import stream_db
 from realtime.presence import PRESENCE_MESSAGE_TYPE, Change, ClusterPresence
 from realtime.publish import (
     BROADCAST_MESSAGE_TYPE,
     EPHEMERAL_MESSAGE_TYPE,
     SESSION_CLOSED_MESSAGE_TYPE,
+    STREAMS_CONTROL_GROUP,
+    STREAMS_RECHECK_MESSAGE_TYPE,
     session_group,
 )
 from realtime.replay import newest_event_ids, replay_rows
@@ -61,10 +72,15 @@ class HubStream(Protocol):
 
     session_key: str
     username: str
+    grant: Grant | None  # None until the stream has opened (and sent its headers)
 
     def offer(self, seq: int, frame: bytes) -> None: ...
 
     def ephemeral(self, frame: bytes) -> None: ...
+    def access_changed(self) -> None:
+        """Something that may end the stream's right to exist happened: have it re-checked
+        (once open, if it is still opening)."""
+        ...
 
     def tick(self, now: float) -> None: ...
 
@@ -105,6 +121,9 @@ class Hub:
         # Regenerations running per session (task id -> when seen), for assistant typing.
         self._assistant: dict[str, dict[str, float]] = {}
         self._assistant_renewed = 0.0
+        # Streams whose grant is to be re-checked, and the task that does it (_recheck_loop).
+        self._recheck_pending: set[HubStream] = set()
+        self._rechecker: asyncio.Task | None = None
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         """A process-wide task, in a fresh context. Tasks copy the context they are created
@@ -129,6 +148,8 @@ class Hub:
         self._reader = self._spawn(self._read_loop(), "chorus-hub-reader")
         if settings.CHORUS_WORKER_HEARTBEAT_SECONDS > 0:
             self._heartbeat = self._spawn(self._heartbeat_loop(), "chorus-hub-heartbeat")
+        self._handlers[STREAMS_RECHECK_MESSAGE_TYPE] = self._on_recheck_users
+        await self.layer.group_add(STREAMS_CONTROL_GROUP, self.channel)
         # Apps that need a per-process presence from start-up (e.g. the regeneration
         # reaper) plug in here: each hook is called with the hub and must not block.
         for hook in getattr(settings, "CHORUS_HUB_START_HOOKS", ()):
@@ -142,7 +163,7 @@ class Hub:
         for streams in list(self._streams.values()):
             for stream in list(streams):
                 stream.shutdown()
-        for task in (self._reader, self._sweeper, self._heartbeat, *self._background):
+        for task in (self._reader, self._sweeper, self._heartbeat, self._rechecker, *self._background):
             if task is not None:
                 task.cancel()
         if self._heartbeat is not None:
@@ -151,7 +172,7 @@ class Hub:
                     await stream_db(worker_unregister)()
             except Exception:
                 logger.warning("could not remove this process from the worker registry", exc_info=True)
-        self._reader = self._sweeper = self._heartbeat = None
+        self._reader = self._sweeper = self._heartbeat = self._rechecker = None
         self._started = None
 
     # --- membership -------------------------------------------------------------------
@@ -426,10 +447,11 @@ class Hub:
         if name == "message_regenerating" or name in _ASSISTANT_ENDS:
             self._track_assistant(key, name, envelope)
         if name == "member_left":
-            username = json.loads(envelope)["data"].get("username")
+            # Whoever left, each stream of the session re-checks against the database:
+            # a stream still opening does not know its user yet, and this may be a
+            # replayed event of someone who is a member again.
             for stream in tuple(streams):
-                if stream.username == username:
-                    stream.revoke()
+                stream.access_changed()
 
     def note_position(self, key: str, newest: int) -> None:
         """A stream read the session's newest id from the database while opening: the
@@ -463,9 +485,55 @@ class Hub:
             if newest.get(key, 0) > self._seen.get(key, 0):
                 self._suspects[key] = newest[key]
 
+    # --- streams' right to exist -------------------------------------------------------
+    def recheck(self, streams: Iterable[HubStream]) -> None:
+        """Re-check these open streams' grants soon, in one batched query, and revoke
+        those refused. Never blocks; triggers that come while a check runs are batched
+        into the next one."""
+        self._recheck_pending.update(streams)
+        if self._recheck_pending and (self._rechecker is None or self._rechecker.done()):
+            self._rechecker = self._spawn(self._recheck_loop(), "chorus-hub-recheck")
+
+    async def _recheck_loop(self) -> None:
+        while self._recheck_pending:
+            batch, self._recheck_pending = self._recheck_pending, set()
+            grants = {
+                stream: stream.grant
+                for stream in batch
+                if stream.grant is not None and stream in self._streams.get(stream.session_key, ())
+            }
+            if not grants:
+                continue
+            try:
+                refused = await stream_db(grants_refused)(grants=list(grants.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Keep the streams: the next periodic check tries again.
+                logger.exception("re-checking %d stream(s) failed", len(grants))
+                continue
+            for stream, grant in grants.items():
+                if grant in refused:
+                    stream.revoke()
+
+    async def rechecks_done(self) -> None:
+        """Wait until no re-check is pending or running (tests and diagnostics)."""
+        while self._rechecker is not None and not self._rechecker.done():
+            await asyncio.wait([self._rechecker])
+
+    def _on_recheck_users(self, message: dict) -> None:
+        """`streams.recheck`: these users' rights changed (realtime.publish.streams_recheck).
+        Streams still opening may belong to them too: they re-check once open."""
+        users = set(message.get("users", ()))
+        for streams in tuple(self._streams.values()):
+            for stream in tuple(streams):
+                if stream.grant is None or stream.grant.user_id in users:
+                    stream.access_changed()
+
     async def _sweep_loop(self) -> None:
         interval = max(0.05, min(settings.CHORUS_KEEPALIVE_SECONDS / 4, 1.0))
         next_reconcile = self.loop.time() + settings.CHORUS_RECONCILE_SECONDS
+        next_revalidate = self.loop.time() + settings.CHORUS_STREAM_REVALIDATE_SECONDS
         while self._streams:
             await asyncio.sleep(interval)
             now = self.loop.time()
@@ -474,6 +542,9 @@ class Hub:
                     stream.tick(now)
             if self._assistant:
                 self._renew_assistant_typing(now)
+            if now >= next_revalidate:
+                next_revalidate = now + settings.CHORUS_STREAM_REVALIDATE_SECONDS
+                self.recheck(stream for streams in tuple(self._streams.values()) for stream in streams)
             if now >= next_reconcile:
                 next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
                 try:

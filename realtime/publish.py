@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
@@ -125,6 +126,30 @@ def session_close_streams(*, session_id: UUID | str) -> None:
     message = {"type": SESSION_CLOSED_MESSAGE_TYPE, "session": str(UUID(str(session_id)))}
     group = session_group(session_id)
     transaction.on_commit(lambda: control_send(group, message))
+
+
+# Every process's hub joins this group: control messages about streams regardless of
+# their session (realtime.hub).
+STREAMS_CONTROL_GROUP = "chorus.streams"
+STREAMS_RECHECK_MESSAGE_TYPE = "streams.recheck"
+
+
+def streams_recheck(*, user_ids: Iterable[int]) -> None:
+    """After commit, have every process re-check at once the open streams of these users
+    (their token revoked, the user deactivated or no longer staff): those that may no
+    longer exist end with `access_revoked`. Only a doorbell: the check reads the database,
+    and without the message streams are re-checked every CHORUS_STREAM_REVALIDATE_SECONDS
+    anyway, so a failed send is logged, not raised."""
+    message = {"type": STREAMS_RECHECK_MESSAGE_TYPE, "users": sorted(set(user_ids))}
+    if message["users"]:
+        transaction.on_commit(lambda: _control_send_logged(STREAMS_CONTROL_GROUP, message))
+
+
+def _control_send_logged(group: str, message: dict) -> None:
+    try:
+        control_send(group, message)
+    except Exception:
+        logger.exception("control message %s to %s failed", message["type"], group)
 
 
 def control_send(group: str, message: dict) -> None:

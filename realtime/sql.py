@@ -35,6 +35,12 @@ def fetch_one(sql: str, params: list[Any]) -> tuple | None:
         return cursor.fetchone()
 
 
+def fetch_all(sql: str, params: list[Any]) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def cached_sql(build):
     """Build a statement once per process (the names never change at run time)."""
     return cache(build)

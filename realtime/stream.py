@@ -36,7 +36,7 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from realtime import metrics, sse
-from realtime.access import Credentials, StreamRefused, StreamStart, stream_open
+from realtime.access import Credentials, Grant, StreamRefused, StreamStart, stream_open
 from realtime.db import stream_db
 from realtime.eager import start_eagerly
 from realtime.hub import Hub, assistant_typing_frame, get_hub
@@ -111,6 +111,7 @@ class SessionStream(AsyncHttpConsumer):
 
     session_key = ""
     username = ""
+    grant: Grant | None = None  # set once the headers are sent (realtime.hub re-checks it)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +133,7 @@ class SessionStream(AsyncHttpConsumer):
         self._page_size = settings.CHORUS_REPLAY_PAGE_SIZE
         self._counted_user: int | None = None  # the user this stream counts against
         self._ending: bytes | None = None  # ended before its headers: the last words
+        self._recheck_when_open = False
 
     # --- ASGI plumbing ----------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
@@ -219,6 +221,7 @@ class SessionStream(AsyncHttpConsumer):
             raise StreamRefused(429, TOO_MANY_STREAMS)
         self._counted_user = start.user_id
         self.username = start.username
+        self.grant = start.grant
         online = await hub.presence_enter(self)
         hub.note_position(self.session_key, start.newest)
         now = hub.loop.time()
@@ -256,6 +259,10 @@ class SessionStream(AsyncHttpConsumer):
             opening.extend(self._frames(start.rows))
         self._write(b"".join(opening))
         self._opened = True
+        if self._recheck_when_open:
+            # Something that may end this stream happened while it was opening (a
+            # member_left, a revoked token) after its opening query had already run.
+            hub.recheck([self])
         if len(start.rows) >= self._page_size or not self._release_held():
             self._start_catch_up()
 
@@ -268,7 +275,10 @@ class SessionStream(AsyncHttpConsumer):
         if scheme.lower() in ("token", "bearer"):
             token = value.strip() or None
         ticket = (query.get("ticket") or [None])[-1]
-        return Credentials(user_id=user_id, token=token, ticket=ticket)
+        login = self.scope.get("session") if user_id else None
+        return Credentials(
+            user_id=user_id, token=token, ticket=ticket, login_session=login.session_key if login is not None else None
+        )
 
     # --- what the hub calls -----------------------------------------------------------
     def offer(self, seq: int, frame: bytes) -> None:
@@ -304,6 +314,14 @@ class SessionStream(AsyncHttpConsumer):
             self._end("max_lifetime")
         elif self._inflight is None and now - self._last_write >= settings.CHORUS_KEEPALIVE_SECONDS:
             self._write(sse.KEEPALIVE)
+
+    def access_changed(self) -> None:
+        if self._closed:
+            return
+        if self.grant is None:
+            self._recheck_when_open = True
+        elif self._hub is not None:
+            self._hub.recheck([self])
 
     def revoke(self) -> None:
         self._end("access_revoked", sse.unnumbered("access_revoked", {"sessionId": self.session_key}))
@@ -378,9 +396,16 @@ class SessionStream(AsyncHttpConsumer):
         return out
 
     def _frames(self, rows: list[tuple[int, str, str]]) -> list[bytes]:
+        """Frames of stored events (replay, catch-up). A `member_left` among them has the
+        stream's right to exist re-checked, as when one arrives live."""
         if rows:
             self._last_seq = rows[-1][0]
-        return [sse.frame(seq, name, data) for seq, name, data in rows]
+        frames = []
+        for seq, name, data in rows:
+            if name == "member_left":
+                self.access_changed()
+            frames.append(sse.frame(seq, name, data))
+        return frames
 
     # --- writing ----------------------------------------------------------------------
     def _write(self, data: bytes) -> None:

@@ -9,7 +9,10 @@ queries, however many rows. Saving a session never writes `last_event_id`
 
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.utils import timezone
+from knox.models import AuthToken
 
+from sessions_app import tokens
 from sessions_app.models import CollabSession, Membership, Message, Regeneration
 from sessions_app.regenerations.services import RegenerationConflict, regeneration_cancel
 
@@ -87,3 +90,48 @@ class RegenerationAdmin(admin.ModelAdmin):
             except RegenerationConflict as exc:
                 self.message_user(request, f"{regeneration.pk}: {exc}", messages.WARNING)
         self.message_user(request, f"{cancelled} regeneration(s) cancelled.", messages.SUCCESS)
+
+
+# --- API tokens: listed without their secret, revoked through the service ----------------
+admin.site.unregister(AuthToken)  # knox's admin lists digests and makes tokens by hand
+
+
+@admin.register(AuthToken)
+class AuthTokenAdmin(admin.ModelAdmin):
+    """Who holds tokens and until when. Neither the token nor its lookup prefix is shown
+    (the prefix is a quarter of the secret); a short digest fingerprint tells rows apart.
+    Tokens are made by signing in (POST /api/v1/auth/token/), not here."""
+
+    list_display = ["fingerprint", "user", "created", "expiry", "expired"]
+    list_filter = ["created", "expiry"]
+    search_fields = ["user__username"]
+    fields = ["fingerprint", "user", "created", "expiry"]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(description="token")
+    def fingerprint(self, token: AuthToken) -> str:
+        return f"…{token.digest[:12]}"
+
+    @admin.display(boolean=True)
+    def expired(self, token: AuthToken) -> bool:
+        return token.expiry is not None and token.expiry <= timezone.now()
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # revoke instead: it also ends their streams
+        return actions
+
+    @admin.action(description="Revoke the selected tokens (their streams end)", permissions=["delete"])
+    def revoke(self, request, queryset) -> None:
+        count = tokens.tokens_revoke(tokens=queryset)
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+    def delete_model(self, request, obj: AuthToken) -> None:
+        tokens.token_revoke(token=obj)

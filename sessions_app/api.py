@@ -173,7 +173,9 @@ class StreamTicketApi(APIView):
     @extend_schema(request=None, responses={201: TicketOutput})
     def post(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
-        ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk)
+        # Bound to the token used, if any: revoking it also ends the stream (CONTRACT §2).
+        digest = getattr(request.auth, "digest", None)
+        ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk, token_digest=digest)
         body = TicketOutput({"ticket": ticket, "expiresIn": settings.CHORUS_STREAM_TICKET_SECONDS}).data
         return Response(body, status=status.HTTP_201_CREATED)
 

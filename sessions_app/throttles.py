@@ -1,5 +1,6 @@
 """Throttles on starting regenerations (CONTRACT §3): per user and per session; on
-posting messages, per user.
+posting messages, per user; and on signing in (CONTRACT §2): per client address and per
+username (at the end).
 
 Rates come from settings (CHORUS_REGENERATION_RATE_USER / _SESSION, DRF rate strings) at
 each request, and counters live in the default cache (Redis when REDIS_URL is set, so the
@@ -10,6 +11,7 @@ exhaust a session's.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from uuid import UUID
@@ -17,6 +19,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCacheClient
+from django.http import HttpRequest
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
@@ -159,3 +162,49 @@ def message_throttle_check(*, request: Request, view) -> None:
     throttle = MessageUserThrottle()
     if not throttle.allow_request(request, view):
         raise Throttled(wait=throttle.wait())
+
+
+# --- Signing in: obtaining a token and the login form (CONTRACT §2) ------------------------
+class LoginAddressThrottle(SimpleRateThrottle):
+    """Sign-in attempts per client address (REMOTE_ADDR, or X-Forwarded-For with DRF's
+    NUM_PROXIES: settings.CHORUS_NUM_PROXIES)."""
+
+    scope = "login_ip"
+
+    def get_rate(self) -> str | None:
+        return settings.CHORUS_LOGIN_RATE_IP or None
+
+    def get_cache_key(self, request, view) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginUsernameThrottle(SimpleRateThrottle):
+    """Sign-in attempts per username tried (existing or not, so that the answer does not
+    tell which usernames exist), case-insensitively."""
+
+    scope = "login_user"
+
+    def __init__(self, username: str) -> None:
+        super().__init__()
+        self.username = username.strip().casefold()
+
+    def get_rate(self) -> str | None:
+        return settings.CHORUS_LOGIN_RATE_USER or None
+
+    def get_cache_key(self, request, view) -> str | None:
+        if not self.username:
+            return None  # nothing to count: the attempt fails validation anyway
+        # Hashed: a username is arbitrary text, a cache key must not be.
+        ident = hashlib.sha256(self.username.encode()).hexdigest()[:32]
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def login_throttle_check(*, request: HttpRequest, username: str) -> float | None:
+    """Count one sign-in attempt for the client address and the username. None if it may
+    go ahead, else the seconds to wait (the longest of the limits exceeded; 1 if unknown).
+    Works on Django's request (the login form) as on DRF's."""
+    waits = []
+    for throttle in (LoginAddressThrottle(), LoginUsernameThrottle(username)):
+        if not throttle.allow_request(request, None):
+            waits.append(throttle.wait() or 1.0)
+    return max(waits) if waits else None

@@ -1,10 +1,11 @@
 from django.urls import path, re_path
-from rest_framework.authtoken.views import obtain_auth_token
 
-from sessions_app import api, presence_api
+from sessions_app import api, auth_api, presence_api
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", auth_api.TokenObtainApi.as_view(), name="api-token"),
+    path("auth/logout/", auth_api.LogoutApi.as_view(), name="api-logout"),
+    path("auth/logout-all/", auth_api.LogoutAllApi.as_view(), name="api-logout-all"),
     path("sessions/", api.SessionListApi.as_view(), name="session-list"),
     path("sessions/<str:session_id>/", api.SessionDetailApi.as_view(), name="session-detail"),
     path("sessions/<str:session_id>/members/", api.MemberListApi.as_view(), name="member-list"),

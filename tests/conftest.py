@@ -3,14 +3,15 @@ services (PostgreSQL, Redis) that cross-process tests need."""
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
+import uuid
 from urllib.parse import urlparse
 
 import pytest
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from sessions_app import services
@@ -75,6 +76,16 @@ def _fresh_channel_layers():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache_namespace(settings):
+    """Throttle counters (sign-in, regenerations) live in the default cache: each test gets
+    an empty namespace of its own (a key prefix), so no test is throttled by another's
+    sign-ins, and the Redis that other runs share is never flushed for it."""
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = f"chorus-test-{uuid.uuid4().hex}"
+    settings.CACHES = caches  # Django rebuilds its cache handlers on this change
+
+
 @pytest.fixture
 def make_user(db):
     def make(username: str, *, staff: bool = False, password: str = "pw-for-tests"):
@@ -119,7 +130,10 @@ def collab(alice, bob, carol):
 
 
 def token_for(user) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+    """A new API token (knox) for `user`: tokens are stored hashed, so each call makes one."""
+    from sessions_app.tokens import token_issue
+
+    return token_issue(user=user)[1]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Model
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from realtime.models import Event
 from realtime.sql import RowLoader, column, fetch_one, insert, table
@@ -83,8 +83,9 @@ def test_rest_token_authentication_gives_the_user_and_the_token(api, collab, bob
     request = APIRequestFactory().get("/", HTTP_AUTHORIZATION=f"Token {key}")
     user, token = TokenAuthentication().authenticate(request)
     assert user == bob and user.username == "bob" and user.is_active
-    assert token == Token.objects.get(key=key) and token.user is user
-    assert token.created == Token.objects.get(key=key).created
+    stored = AuthToken.objects.get(token_key=key[:15])
+    assert token == stored and token.user is user
+    assert _field_values(token) == _field_values(stored)
 
 
 def test_rest_refuses_the_token_of_an_inactive_user(api, collab, bob):
@@ -112,6 +113,24 @@ def test_hot_statements_are_prepared_on_postgresql(collab, alice):
     for _ in range(6):
         selectors.session_get_for_user(session_id=collab.pk, user=alice)
     sql, _ = selectors._session_with_role()
+    prepared = fetch_one("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [sql[:60] + "%"])
+    assert prepared == (1,)
+
+
+@pytest.mark.services
+def test_the_token_lookup_is_prepared_on_postgresql(bob):
+    """The REST token lookup (knox token and user, one join) runs on every API request."""
+    from tests.conftest import IN_CI
+
+    if connection.vendor != "postgresql":
+        message = "needs DATABASE_URL pointing at PostgreSQL"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    from sessions_app.authentication import _token_user, token_lookup
+
+    key = token_for(bob)
+    for _ in range(6):
+        assert token_lookup(key).user == bob
+    sql, _, _ = _token_user()
     prepared = fetch_one("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [sql[:60] + "%"])
     assert prepared == (1,)
 

@@ -208,13 +208,13 @@ class Cluster:
         code = (
             "import json\n"
             "from django.contrib.auth import get_user_model\n"
-            "from rest_framework.authtoken.models import Token\n"
+            "from sessions_app.tokens import token_issue\n"
             f"names = {list(names)!r}; staff = {list(staff)!r}; password = {password!r}\n"
             "out = {}\n"
             "for n in names:\n"
             "    u, _ = get_user_model().objects.get_or_create(username=n, defaults={'is_staff': n in staff})\n"
             "    u.set_password(password); u.save()\n"
-            "    out[n] = Token.objects.get_or_create(user=u)[0].key\n"
+            "    out[n] = token_issue(user=u)[1]\n"
             "print(json.dumps(out))\n"
         )
         return json.loads(self.manage_script(code, timeout=timeout).strip().splitlines()[-1])

@@ -5,9 +5,8 @@ import os
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
-from sessions_app import services
+from sessions_app import services, tokens
 from sessions_app.models import CollabSession, Membership, Role
 
 DEMO_TITLE = "Demo session"
@@ -37,9 +36,10 @@ class Command(BaseCommand):
             elif not Membership.objects.filter(session=session, user=users["bob"]).exists():
                 services.member_add(session=session, username="bob", role=Role.EDITOR)
         self.stdout.write(f"Demo users (password {password!r}): alice (owner), bob (editor), staff (staff: /admin/)")
+        # A fresh token per run: only digests are stored, so an earlier one cannot be shown.
         for name in ("alice", "bob"):
-            token, _ = Token.objects.get_or_create(user=users[name])
-            self.stdout.write(f"  {name}: Authorization: Token {token.key}")
+            instance, token = tokens.token_issue(user=users[name])
+            self.stdout.write(f"  {name}: Authorization: Token {token}  (expires {instance.expiry:%Y-%m-%d %H:%M} UTC)")
         self.stdout.write(f"Demo session: {session.pk}")
         self.stdout.write("")
         self.stdout.write(f"Open http://127.0.0.1:8000/ and sign in as alice, bob or staff with password {password!r}")
