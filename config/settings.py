@@ -135,13 +135,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# --- Faults: bounded waits on Redis (a frozen Redis must not hang requests or streams) --
+# Connecting to Redis, and any one channel-layer call (a broadcast, a stream joining its
+# session's group), give up after this long; the event is stored regardless and streams
+# read what the channel layer lost from the database.
+CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS = env_float("CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS", 2)
+REDIS_SOCKET_OPTIONS = {
+    "socket_connect_timeout": CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS,
+    "socket_timeout": CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS,
+    "socket_keepalive": True,
+}
 if REDIS_URL:
     # The pub/sub layer: one PUBLISH per event, fanned out in each process. It may drop
     # messages while reconnecting; streams notice the gap by id and read the database.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_SOCKET_OPTIONS}]},
         }
     }
 else:
@@ -263,7 +273,14 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
 
 # --- Cache: throttle counters; shared through Redis when there are several processes ---
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Fails open (config.cache): a throttle counter lost while Redis is away beats a 500.
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.FailOpenRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": REDIS_SOCKET_OPTIONS,
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -91,7 +91,10 @@ class Hub:
             raise
 
     async def _start(self) -> None:
-        self.channel = await self.layer.new_channel("chorus.hub.")
+        # Bounded: a frozen Redis must not leave the hub starting forever (the next
+        # stream or sweep retries).
+        async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+            self.channel = await self.layer.new_channel("chorus.hub.")
         self._reader = self._spawn(self._read_loop(), "chorus-hub-reader")
         # Apps that need a per-process presence from start-up (e.g. the regeneration
         # reaper) plug in here: each hook is called with the hub and must not block.
@@ -115,19 +118,43 @@ class Hub:
     # --- membership -------------------------------------------------------------------
     async def attach(self, stream: HubStream) -> None:
         """Start offering the session's live events to `stream`; returns once the hub is
-        subscribed to the session's group, so nothing published after this is missed."""
-        await self.start()
+        subscribed to the session's group, so nothing published after this is missed.
+
+        If the channel layer does not answer within CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS
+        (Redis down or frozen), it returns anyway: the stream is served from the database
+        by reconciliation until the sweeper has joined the group (it retries every second)."""
         key = stream.session_key
         self._streams.setdefault(key, set()).add(stream)
         metrics.OPEN_STREAMS.inc()
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = self._spawn(self._sweep_loop(), "chorus-hub-sweeper")
         if key not in self._joined:
-            lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
-                if key not in self._joined and self._streams.get(key):
-                    await self.layer.group_add(session_group(key), self.channel)
-                    self._joined.add(key)
+            try:
+                async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+                    await self.start()
+                    await self._join(key)
+            except Exception as exc:
+                logger.warning("session %s: channel layer unavailable (%r); serving from the database", key, exc)
+
+    async def _join(self, key: str) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._joined and self._streams.get(key):
+                await self.layer.group_add(session_group(key), self.channel)
+                self._joined.add(key)
+
+    async def _rejoin(self) -> None:
+        """Join the groups that attach could not (the channel layer was unavailable)."""
+        try:
+            async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+                await self.start()
+                missed = [k for k in self._streams if k not in self._joined]
+                for key in missed:
+                    await self._join(key)
+            if missed:
+                logger.info("hub: joined %d group(s) missed while the channel layer was away", len(missed))
+        except Exception as exc:
+            logger.warning("hub: channel layer still unavailable (%r)", exc)
 
     def detach(self, stream: HubStream) -> None:
         """Stop offering events to `stream`; idempotent."""
@@ -318,30 +345,52 @@ class Hub:
                 self._suspects[key] = newest[key]
 
     async def _sweep_loop(self) -> None:
+        """Keepalives and deadlines every tick; reconciliation and group rejoins in tasks
+        of their own, one at a time: the ticks never await the database or the channel
+        layer, so a stalled PostgreSQL or a frozen Redis does not stop keepalives."""
         interval = max(0.05, min(settings.CHORUS_KEEPALIVE_SECONDS / 4, 1.0))
         next_reconcile = self.loop.time() + settings.CHORUS_RECONCILE_SECONDS
-        while self._streams:
-            await asyncio.sleep(interval)
-            now = self.loop.time()
-            for streams in tuple(self._streams.values()):
-                for stream in tuple(streams):
-                    stream.tick(now)
-            if now >= next_reconcile:
-                next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
-                try:
-                    await self._reconcile()
-                except Exception:
-                    logger.exception("reconciliation with the database failed")
+        next_rejoin = self.loop.time()
+        reconciling: asyncio.Task | None = None
+        rejoining: asyncio.Task | None = None
+        try:
+            while self._streams:
+                await asyncio.sleep(interval)
+                now = self.loop.time()
+                for streams in tuple(self._streams.values()):
+                    for stream in tuple(streams):
+                        stream.tick(now)
+                if now >= next_reconcile and (reconciling is None or reconciling.done()):
+                    next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
+                    reconciling = self._spawn(self._reconcile_logged(), "chorus-hub-reconcile")
+                if (
+                    now >= next_rejoin
+                    and (rejoining is None or rejoining.done())
+                    and any(key not in self._joined for key in self._streams)
+                ):
+                    next_rejoin = now + 1.0
+                    rejoining = self._spawn(self._rejoin(), "chorus-hub-rejoin")
+        finally:
+            for task in (reconciling, rejoining):
+                if task is not None:
+                    task.cancel()
+
+    async def _reconcile_logged(self) -> None:
+        try:
+            await self._reconcile()
+        except Exception:
+            logger.exception("reconciliation with the database failed")
 
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed probe budget)
         """A round trip through the channel layer to this hub's own channel (readiness)."""
-        await self.start()
         token = f"{time.monotonic_ns()}"
         future = self.loop.create_future()
         self._pings[token] = future
         try:
-            await self.layer.send(self.channel, {"type": "hub.ping", "token": token})
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await self.start()
+                await self.layer.send(self.channel, {"type": "hub.ping", "token": token})
+                await future
         finally:
             self._pings.pop(token, None)
 

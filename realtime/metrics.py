@@ -7,6 +7,11 @@ from prometheus_client import Counter, Gauge, Histogram
 OPEN_STREAMS = Gauge("chorus_open_streams", "SSE streams open in this process")
 EVENTS_PUBLISHED = Counter("chorus_events_published_total", "Events stored and broadcast", ["type"])
 EVENTS_DELIVERED = Counter("chorus_events_delivered_total", "Event frames handed to streams")
+BROADCAST_FAILURES = Counter(
+    "chorus_broadcast_failures_total",
+    "Channel-layer sends that failed, timed out or were shed (the event is stored; streams read it from the database)",
+)
+CACHE_FAILURES = Counter("chorus_cache_failures_total", "Cache calls that failed (Redis away); treated as misses")
 STREAMS_ENDED = Counter("chorus_streams_ended_total", "Streams ended by the server", ["reason"])
 DELIVERY_LATENCY = Histogram(
     "chorus_publish_to_deliver_seconds",
