@@ -233,6 +233,11 @@ CHORUS_STREAM_ACCESS_RULE = "sessions_app.selectors.stream_access"
 # lease renewal and the reaper) runs in every server process from then on.
 CHORUS_HUB_START_HOOKS = ["sessions_app.regenerations.runner.hub_started"]
 
+# SIGTERM/SIGINT first drain (realtime.shutdown): these hooks run (async callables), then
+# every stream ends; the whole drain takes at most CHORUS_SHUTDOWN_GRACE_SECONDS.
+CHORUS_SHUTDOWN_HOOKS = ["sessions_app.regenerations.runner.shutdown_hook"]
+CHORUS_SHUTDOWN_GRACE_SECONDS = env_float("CHORUS_SHUTDOWN_GRACE_SECONDS", 5)
+
 # Young-generation threshold of Python's garbage collector in server processes
 # (config.runtime.tune_garbage_collector says why); 0 keeps Python's default.
 CHORUS_GC_GEN0_THRESHOLD = env_int("CHORUS_GC_GEN0_THRESHOLD", 50_000)

@@ -25,6 +25,7 @@ from realtime import metrics, sse
 from realtime.db import stream_db
 from realtime.publish import BROADCAST_MESSAGE_TYPE, SESSION_CLOSED_MESSAGE_TYPE, session_group
 from realtime.replay import newest_event_ids, replay_rows
+from realtime.shutdown import install_signal_handlers
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class HubStream(Protocol):
 
     def revoke(self) -> None: ...
 
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> asyncio.Future | None:
+        """End gracefully (server shutdown); returns what completes when the end is sent."""
 
 
 class Hub:
@@ -71,6 +73,9 @@ class Hub:
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         self._filling: set[str] = set()
         self._process_groups: set[str] = set()
+        # Set when the server drains for shutdown (realtime.shutdown): streams that open
+        # from then on end right after their opening frames.
+        self.draining = False
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         """A process-wide task, in a fresh context. Tasks copy the context they are created
@@ -104,11 +109,18 @@ class Hub:
             except Exception:
                 logger.exception("hub start hook %s failed", hook)
 
+    async def end_streams(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed budget)
+        """End every local stream gracefully and wait (at most `timeout`) until each has
+        handed its final bytes to the server."""
+        self.draining = True
+        closing = [stream.shutdown() for streams in list(self._streams.values()) for stream in list(streams)]
+        pending = [c for c in closing if c is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     async def stop(self) -> None:
         """End every local stream and the hub's tasks (server shutdown)."""
-        for streams in list(self._streams.values()):
-            for stream in list(streams):
-                stream.shutdown()
+        await self.end_streams()
         for task in (self._reader, self._sweeper, *self._background):
             if task is not None:
                 task.cancel()
@@ -418,6 +430,8 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     if _hub is None or _hub.loop is not loop:
         _hub = Hub(loop)
+        # In a server process (not in tests), SIGTERM/SIGINT first drain the streams.
+        install_signal_handlers(loop)
     return _hub
 
 

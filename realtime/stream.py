@@ -68,6 +68,7 @@ class SessionStream(AsyncHttpConsumer):
         self._hub: Hub | None = None
         self._task: asyncio.Task | None = None
         self._opened = False  # headers and the opening frames sent
+        self._shutdown_pending = False  # the server began draining while this opened
         self._closed = False
         self._aborted = False
         self._live = False
@@ -176,6 +177,9 @@ class SessionStream(AsyncHttpConsumer):
             opening.extend(self._frames(start.rows))
         self._write(b"".join(opening))
         self._opened = True
+        if self._shutdown_pending or hub.draining:
+            self.shutdown()
+            return
         if len(start.rows) >= self._page_size or not self._release_held():
             self._start_catch_up()
 
@@ -222,8 +226,14 @@ class SessionStream(AsyncHttpConsumer):
     def revoke(self) -> None:
         self._end("access_revoked", sse.unnumbered("access_revoked", {"sessionId": self.session_key}))
 
-    def shutdown(self) -> None:
-        self._end("shutdown")
+    def shutdown(self) -> asyncio.Future | None:
+        """Server shutdown: end with a final comment (the client reconnects elsewhere).
+        A stream still opening ends right after its opening frames."""
+        if not self._opened:
+            self._shutdown_pending = True
+            return None
+        self._end("shutdown", sse.SHUTDOWN)
+        return self._closer
 
     # --- catching up from the database ------------------------------------------------
     def _start_catch_up(self) -> None:
