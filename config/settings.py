@@ -71,6 +71,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A database that is down or stalled answers 503 JSON, not a traceback (faults).
+    "config.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -123,6 +125,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env_int("CHORUS_DB_POOL_MAX", 20),
         "timeout": env_float("CHORUS_DB_POOL_TIMEOUT", 10),
     }
+    # Faults: bounded waits on PostgreSQL. Connecting gives up after this long (libpq's
+    # connect_timeout), and TCP keepalives and tcp_user_timeout notice a dead peer or a
+    # lost network. Server processes also set statement_timeout (config.runtime), so a
+    # stalled or locked database ends in a 503 rather than a request that hangs.
+    DATABASES["default"]["OPTIONS"].update(
+        {
+            "connect_timeout": env_int("CHORUS_DB_CONNECT_TIMEOUT_SECONDS", 5),
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        }
+    )
     if env_bool("CHORUS_DB_PREPARED_STATEMENTS", True):
         # Server-side binding lets psycopg prepare a statement after its 5th run on a
         # connection; PostgreSQL then skips parsing and planning. Measured on the stream
@@ -131,6 +147,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # transaction mode (older than 1.21, or without max_prepared_statements).
         DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
+# Longest statement a server process may run on PostgreSQL (0: no limit); management
+# commands (migrate, prune_events) are not bound by it.
+CHORUS_DB_STATEMENT_TIMEOUT_MS = env_int("CHORUS_DB_STATEMENT_TIMEOUT_MS", 10_000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------
@@ -223,6 +242,9 @@ CHORUS_RECONCILE_SECONDS = env_float("CHORUS_RECONCILE_SECONDS", 2.0)
 # Threads (and so at most this many database connections) per process for opening
 # streams, replay and gap fills (realtime.db says why they are not Channels' one thread).
 CHORUS_STREAM_DB_THREADS = env_int("CHORUS_STREAM_DB_THREADS", 4)
+# A stream whose opening (authentication, newest id, first replay page) has not read the
+# database after this long answers 503 (a stalled database).
+CHORUS_STREAM_OPEN_TIMEOUT_SECONDS = env_float("CHORUS_STREAM_OPEN_TIMEOUT_SECONDS", 10)
 # Events read per database round trip while replaying history to a reconnecting stream.
 CHORUS_REPLAY_PAGE_SIZE = env_int("CHORUS_REPLAY_PAGE_SIZE", 1000)
 # The model whose rows own event logs, and the rule that says who may read them: realtime

@@ -140,8 +140,13 @@ class SessionStream(AsyncHttpConsumer):
         hub = self._hub = get_hub()
         try:
             await hub.attach(self)  # from here on, live events are held in self._held
-            start: StreamStart = await stream_db(stream_open)(
-                credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
+            # Bounded: with the database stalled the client gets a 503 and retries, rather
+            # than a request that hangs (the thread finishes its query when it can).
+            start: StreamStart = await asyncio.wait_for(
+                stream_db(stream_open)(
+                    credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
+                ),
+                settings.CHORUS_STREAM_OPEN_TIMEOUT_SECONDS,
             )
         except StreamRefused:
             raise

@@ -81,6 +81,9 @@ class Cluster:
     database: str = ""
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    # The server processes reach PostgreSQL through this port when set (a fault-injecting
+    # proxy, tests/support/faults.py); the test itself still connects directly.
+    database_port: int | None = None
     logs: list[Path] = field(default_factory=list)
 
     @property
@@ -90,13 +93,20 @@ class Cluster:
     def process_env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "DATABASE_URL": database_url(self.postgres_url, self.database),
+            "DATABASE_URL": self.server_database_url(),
             "REDIS_URL": self.redis_url,
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "cross-process-test-key",
             "CHORUS_LOG_LEVEL": "WARNING",
             **self.env,
         }
+
+    def server_database_url(self) -> str:
+        url = database_url(self.postgres_url, self.database)
+        if self.database_port is None:
+            return url
+        parsed = urlparse(url)
+        return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit(":", 1)[0] + f":{self.database_port}"))
 
     def command(self, port: int) -> list[str]:
         if self.server == "uvicorn":
