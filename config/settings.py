@@ -253,7 +253,15 @@ CHORUS_EVENT_SOURCE_MODEL = "sessions_app.CollabSession"
 CHORUS_STREAM_ACCESS_RULE = "sessions_app.selectors.stream_access"
 # Called with each process's hub when it starts: the regeneration worker (cancel commands,
 # lease renewal and the reaper) runs in every server process from then on.
-CHORUS_HUB_START_HOOKS = ["sessions_app.regenerations.runner.hub_started"]
+CHORUS_HUB_START_HOOKS = [
+    "sessions_app.regenerations.runner.hub_started",
+    # Scheduled pruning (CHORUS_PRUNE_INTERVAL_SECONDS), one process at a time.
+    "realtime.retention.hub_started",
+]
+# Every server process prunes the event log this often (TTL and per-session cap, one
+# process at a time through a PostgreSQL advisory lock); 0 disables it (then run
+# `manage.py prune_events` from cron).
+CHORUS_PRUNE_INTERVAL_SECONDS = env_float("CHORUS_PRUNE_INTERVAL_SECONDS", 600)
 
 # SIGTERM/SIGINT first drain (realtime.shutdown): these hooks run (async callables), then
 # every stream ends; the whole drain takes at most CHORUS_SHUTDOWN_GRACE_SECONDS.

@@ -12,6 +12,7 @@ BROADCAST_FAILURES = Counter(
     "Channel-layer sends that failed, timed out or were shed (the event is stored; streams read it from the database)",
 )
 CACHE_FAILURES = Counter("chorus_cache_failures_total", "Cache calls that failed (Redis away); treated as misses")
+EVENTS_PRUNED = Counter("chorus_events_pruned_total", "Events deleted by scheduled pruning", ["reason"])
 STREAMS_ENDED = Counter("chorus_streams_ended_total", "Streams ended by the server", ["reason"])
 DELIVERY_LATENCY = Histogram(
     "chorus_publish_to_deliver_seconds",

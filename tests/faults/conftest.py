@@ -36,6 +36,27 @@ def _drop_template_databases():
     drop_templates()
 
 
+@pytest.fixture(scope="session")
+def shared_cluster(postgres_url, redis_url):
+    """One uvicorn cluster for the tests that kill or stop processes: process 0 lives
+    through the whole suite; each such test starts its own victim with `victim()`."""
+    cluster = Cluster(postgres_url=postgres_url, redis_url=redis_url, processes=1, env=dict(FAST_ENV)).start()
+    cluster.tokens = cluster.create_users(
+        "alice", "bob", "carol", "soak-owner", "soak-viewer-0", "soak-viewer-1", "soak-viewer-2"
+    )
+    yield cluster
+    cluster.stop()
+
+
+def victim(cluster: Cluster, server: str = "uvicorn") -> int:
+    """Start one more server process (uvicorn or daphne) on the cluster; its index."""
+    cluster.server = server
+    try:
+        return cluster.start_process()
+    finally:
+        cluster.server = "uvicorn"
+
+
 @pytest.fixture(scope="module")
 def own_redis(redis_url):
     """A redis-server of this module's own (tests restart and freeze it)."""
@@ -74,11 +95,21 @@ async def last_event_id(cluster: Cluster, session: str, index: int = 0) -> int:
         return (await client.get(f"/api/v1/sessions/{session}/")).json()["lastEventId"]
 
 
-def specs(cluster: Cluster, session: str, count: int, *, user: str = "carol", last_id: int | None = 0) -> list[Spec]:
-    """`count` subscriber specs alternating between the cluster's live processes."""
+def specs(
+    cluster: Cluster,
+    session: str,
+    count: int,
+    *,
+    user: str = "carol",
+    last_id: int | None = 0,
+    indexes: list[int] | None = None,
+) -> list[Spec]:
+    """`count` subscriber specs alternating between the cluster's processes (`indexes`:
+    these ones only)."""
+    indexes = indexes if indexes is not None else list(range(len(cluster.urls)))
     out = []
     for n in range(count):
-        parsed = urlparse(cluster.urls[n % len(cluster.urls)])
+        parsed = urlparse(cluster.urls[indexes[n % len(indexes)]])
         out.append(Spec(parsed.hostname, parsed.port, session, cluster.tokens[user], last_id))
     return out
 

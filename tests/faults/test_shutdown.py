@@ -12,17 +12,10 @@ import time
 import httpx
 import pytest
 
-from tests.faults.conftest import api, last_event_id, new_session, report, start_cluster
+from tests.faults.conftest import api, last_event_id, new_session, report, victim
 from tests.support.sse import SSEParser
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture(params=["uvicorn", "daphne"])
-def cluster(request, postgres_url, redis_url):
-    running = start_cluster(postgres_url, redis_url, server=request.param)
-    yield running
-    running.stop()
 
 
 async def read_stream(client: httpx.AsyncClient, url: str, headers: dict, frames: list, opened: asyncio.Event) -> bool:
@@ -54,24 +47,27 @@ async def start_regeneration(cluster, index: int, session: str) -> dict:
         return response.json()
 
 
-async def test_sigterm_ends_streams_cleanly_and_fails_the_running_regeneration(cluster):
+@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+async def test_sigterm_ends_streams_cleanly_and_fails_the_running_regeneration(shared_cluster, server):
+    cluster = shared_cluster
+    index = victim(cluster, server)  # the process that gets SIGTERM; process 0 stays
     session = await new_session(cluster)
     start = await last_event_id(cluster, session)
     url = f"/sse/sessions/{session}/"
     headers = {"Authorization": f"Token {cluster.tokens['carol']}", "Last-Event-ID": str(start)}
     count = 5
-    clients = [httpx.AsyncClient(base_url=cluster.urls[0], timeout=10) for _ in range(count)]
+    clients = [httpx.AsyncClient(base_url=cluster.urls[index], timeout=10) for _ in range(count)]
     frames: list[list] = [[] for _ in range(count)]
     opened = [asyncio.Event() for _ in range(count)]
     readers = [asyncio.ensure_future(read_stream(clients[n], url, headers, frames[n], opened[n])) for n in range(count)]
     try:
         await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 10)
-        started = await start_regeneration(cluster, 0, session)  # runs in process 0
+        started = await start_regeneration(cluster, index, session)  # runs in the victim
         async with asyncio.timeout(15):  # wait until it streams
             while not any(f.event == "regeneration_progress" for f in frames[0]):
                 await asyncio.sleep(0.05)
 
-        proc = cluster.procs[0]
+        proc = cluster.procs[index]
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         clean = await asyncio.wait_for(asyncio.gather(*readers), 10)
@@ -91,14 +87,14 @@ async def test_sigterm_ends_streams_cleanly_and_fails_the_running_regeneration(c
 
     # Each client reconnects to the other process with its last id: nothing missed, and
     # the regeneration ended failed with a clear error.
-    final = await last_event_id(cluster, session, index=1)
+    final = await last_event_id(cluster, session, index=0)
     for received in frames:
         last_seen = max(f.id for f in received if f.id is not None)
-        async with api(cluster, 1, "carol") as client:
+        async with api(cluster, 0, "carol") as client:
             body = (await client.get(f"/api/v1/sessions/{session}/events/", params={"after": last_seen})).json()
         ids = [f.id for f in received if f.id is not None] + [e["id"] for e in body["events"]]
         assert ids == list(range(start + 1, final + 1))
-    async with api(cluster, 1, "carol") as client:
+    async with api(cluster, 0, "carol") as client:
         regeneration = (await client.get(f"/api/v1/regenerations/{started['regenerationId']}/")).json()
         events = (await client.get(f"/api/v1/sessions/{session}/events/", params={"after": start})).json()["events"]
     assert regeneration["status"] == "failed"
@@ -107,7 +103,7 @@ async def test_sigterm_ends_streams_cleanly_and_fails_the_running_regeneration(c
     assert [e["data"]["taskId"] for e in errors] == [started["taskId"]]
     assert "Traceback" not in errors[0]["data"]["error"]
     report(
-        f"SIGTERM ({cluster.server})",
+        f"SIGTERM ({server})",
         streams_ended_after=round(streams_ended, 2),
         process_exited_after=round(exited, 2),
     )

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import SOAK_SERVER_ENV, VIEWERS, run_soak
-from tests.faults.conftest import report
-from tests.support.servers import Cluster
+from bench.soak import run_soak
+from tests.faults.conftest import report, victim
 
 pytestmark = pytest.mark.services
 
@@ -18,19 +17,13 @@ SUBSCRIBERS = 50
 RSS_GROWTH_LIMIT_KB = 20 * 1024
 
 
-@pytest.fixture(scope="module")
-def cluster(postgres_url, redis_url):
-    running = Cluster(postgres_url=postgres_url, redis_url=redis_url, env=SOAK_SERVER_ENV).start()
-    running.tokens = running.create_users("soak-owner", *(f"soak-viewer-{i}" for i in range(VIEWERS)))
-    yield running
-    running.stop()
-
-
-async def test_short_soak_loses_and_duplicates_nothing_and_memory_stays_flat(cluster):
+async def test_short_soak_loses_and_duplicates_nothing_and_memory_stays_flat(shared_cluster):
+    cluster = shared_cluster
+    second = victim(cluster)  # a fresh second process (earlier tests stopped theirs)
     result = await run_soak(
-        cluster.urls,
+        [cluster.urls[0], cluster.urls[second]],
         cluster.tokens,
-        [p.pid for p in cluster.procs],
+        [cluster.procs[0].pid, cluster.procs[second].pid],
         seconds=SECONDS,
         subscribers=SUBSCRIBERS,
         churn_per_second=0.1,

@@ -119,12 +119,15 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.database = create_database(self.postgres_url)
-        for _ in range(self.processes):
-            self.start_process()
+        # Launched together, then awaited: each spends seconds importing Django.
+        indexes = [self.start_process(wait=False) for _ in range(self.processes)]
+        for index in indexes:
+            self._wait_ready(index)
         return self
 
-    def start_process(self) -> int:
-        """Start one more server process; returns its index."""
+    def start_process(self, wait: bool = True) -> int:
+        """Start one more server process; returns its index (once it is ready, unless
+        `wait` is false)."""
         port = free_port()
         # A file, not a pipe: nobody reads a pipe while the test runs, and a full one
         # would block the server's logging.
@@ -136,7 +139,8 @@ class Cluster:
         self.logs.append(log)
         self.ports.append(port)
         self.procs.append(proc)
-        self._wait_ready(len(self.procs) - 1)
+        if wait:
+            self._wait_ready(len(self.procs) - 1)
         return len(self.procs) - 1
 
     def _wait_ready(self, index: int, timeout: float = 30) -> None:
