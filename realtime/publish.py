@@ -127,9 +127,16 @@ _pending_sends = threading.BoundedSemaphore(_MAX_PENDING_SENDS)
 
 
 async def _send_bounded(group: str, message: dict) -> None:
-    """group_send that gives up after CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS."""
+    """group_send that gives up after CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS. A send that
+    fails at once is tried once more in that time: after Redis restarts, the first send
+    meets the connection that broke while idle, and the retry gets a new one (a doubled
+    message is harmless: streams drop ids they have)."""
+    layer = get_channel_layer()
     async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
-        await get_channel_layer().group_send(group, message)
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            await layer.group_send(group, message)
 
 
 def _group_send_from_sync(group: str, message: dict) -> None:

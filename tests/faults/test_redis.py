@@ -63,40 +63,53 @@ async def publish(cluster, session: str, count: int, *, rate: float, failures: l
 
 async def test_redis_restart_loses_nothing_and_hubs_resubscribe(cluster, own_redis):
     session = await new_session(cluster)
+    other = await new_session(cluster)  # its streams open while Redis is down
     start = await last_event_id(cluster, session)
     subs = await open_subscribers(specs(cluster, session, 10, last_id=start))
     failed_before = broadcast_failures(cluster)
     failures: list = []
+    opened = []
     try:
         publisher = asyncio.ensure_future(publish(cluster, session, 80, rate=20, failures=failures))
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(own_redis.restart, down_for=1.0)
+        await asyncio.to_thread(own_redis.stop)
+        took_open, opened = await timed(open_subscribers(specs(cluster, other, 2, last_id=None), timeout=10))
+        await asyncio.sleep(max(0.0, 1.0 - took_open))
+        await asyncio.to_thread(own_redis.start)
         restarted = time.monotonic()
+        newest_at_restart = await last_event_id(cluster, session)
+        caught_up = await until_caught_up(subs, newest_at_restart, timeout=20)
         await publisher
         final = await last_event_id(cluster, session)
-        caught_up = await until_caught_up(subs, final, timeout=20)
+        await until_caught_up(subs, final, timeout=20)
         assert failures == [], failures
         assert final == start + 80
         assert_exact(subs, final)
         assert broadcast_failures(cluster) > failed_before, "failed broadcasts are not counted"
 
-        # Live delivery through Redis again, well inside one reconciliation round.
+        # Live delivery through Redis again, well inside one reconciliation round (two
+        # rounds, 6 s, pass before reconciliation would deliver it): the hubs subscribed
+        # again by themselves, and joined the group that they could not join while Redis
+        # was down.
+        other_next = opened[0].max_id + 1
         async with api(cluster, 0) as client:
             sent = time.monotonic()
-            assert (
-                await client.post(f"/api/v1/sessions/{session}/messages/", json={"content": "after"})
-            ).status_code == 201
+            for target in (session, other):
+                response = await client.post(f"/api/v1/sessions/{target}/messages/", json={"content": "after"})
+                assert response.status_code == 201
         await until_caught_up(subs, final + 1, timeout=10)
+        await until_caught_up(opened, other_next, timeout=10)
         live_latency = time.monotonic() - sent
-        assert live_latency < 1.5, f"delivery took {live_latency:.2f}s: the hubs did not resubscribe"
+        assert live_latency < 1.5, f"delivery took {live_latency:.2f}s: the hubs did not subscribe again"
         report(
-            "redis restart",
+            "redis restart (down 1 s)",
+            stream_open_while_down=round(took_open, 2),
             recovery_seconds=round(caught_up - restarted, 2),
             live_latency_after=round(live_latency, 3),
             reconnects=sum(s.reconnects for s in subs),
         )
     finally:
-        close_all(subs)
+        close_all(subs + opened)
 
 
 async def timed(coro) -> tuple[float, object]:
@@ -153,14 +166,26 @@ async def test_frozen_redis_answers_in_bounded_time_and_catches_up(cluster, own_
         final = await last_event_id(cluster, session)
         caught_up = await until_caught_up(subs, final, timeout=20)
         assert_exact(subs, final)
+
+        # The streams opened during the freeze were served without their group; the hubs
+        # joined it once Redis answered: a new event reaches them well inside one
+        # reconciliation round (two rounds, 6 s, before reconciliation would deliver it).
+        other_next = opened[0].max_id + 1
+        async with api(cluster, 0) as client:
+            sent = time.monotonic()
+            assert (await client.post(f"/api/v1/sessions/{other}/messages/", json={"content": "hi"})).status_code == 201
+        await until_caught_up(opened, other_next, timeout=10)
+        rejoined_latency = time.monotonic() - sent
+        assert rejoined_latency < 1.5, f"{rejoined_latency:.2f}s: the hubs did not join the group after the thaw"
         report(
-            "redis frozen 1 event stream",
+            "redis frozen",
             frozen_seconds=round(thawed - frozen_at, 2),
             slowest_post=round(slowest, 2),
             regenerate=round(took_regen, 2),
             readyz=round(took_ready, 2),
             stream_open=round(took_open, 2),
             recovery_seconds=round(caught_up - thawed, 2),
+            live_latency_after=round(rejoined_latency, 3),
         )
     finally:
         close_all(subs + opened)
