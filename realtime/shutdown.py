@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _installed_for: asyncio.AbstractEventLoop | None = None
-_draining: asyncio.Task | None = None
+_draining = False  # set by the first signal
+_tasks: set[asyncio.Task] = set()  # keeps the drain task referenced
 
 
 def install_signal_handlers(loop: asyncio.AbstractEventLoop) -> bool:
@@ -58,13 +59,20 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop) -> bool:
 def _chained(loop: asyncio.AbstractEventLoop, previous) -> Callable:
     def handler(sig: int, frame) -> None:
         global _draining
-        if _draining is not None or loop.is_closed() or not loop.is_running():
+        if _draining or loop.is_closed() or not loop.is_running():
             _hand_over(previous, sig, frame)
             return
-        logger.warning("signal %s: draining streams and regenerations before shutdown", signal.Signals(sig).name)
-        _draining = loop.create_task(_drain_then(previous, sig), name="chorus-shutdown-drain")
+        _draining = True
+        # A signal handler may interrupt the loop anywhere: only hand work to it the way
+        # another thread would.
+        loop.call_soon_threadsafe(_start_drain, loop, previous, sig)
 
     return handler
+
+
+def _start_drain(loop: asyncio.AbstractEventLoop, previous, sig: int) -> None:
+    logger.warning("signal %s: draining streams and regenerations before shutdown", signal.Signals(sig).name)
+    _tasks.add(loop.create_task(_drain_then(previous, sig), name="chorus-shutdown-drain"))
 
 
 def _hand_over(previous, sig: int, frame) -> None:
@@ -104,4 +112,4 @@ async def drain() -> None:
 
 
 def draining() -> bool:
-    return _draining is not None
+    return bool(_draining)

@@ -57,7 +57,7 @@ def server_signal_handlers(monkeypatch):
     for sig in shutdown.SIGNALS:
         signal.signal(sig, lambda number, frame: received.append(number))
     monkeypatch.setattr(shutdown, "_installed_for", None)
-    monkeypatch.setattr(shutdown, "_draining", None)
+    monkeypatch.setattr(shutdown, "_draining", False)
     yield received
     for sig, handler in previous.items():
         signal.signal(sig, handler)
