@@ -72,8 +72,12 @@ class SoakResult:
         ]
         for pid, samples in self.rss_kb.items():
             if samples:
+                middle = samples[len(samples) // 2]
                 rows.append(
-                    (f"RSS pid {pid} (after warm-up -> end)", f"{samples[0] / 1024:.1f} -> {samples[-1] / 1024:.1f} MB")
+                    (
+                        f"RSS pid {pid} (after warm-up -> middle -> end)",
+                        f"{samples[0] / 1024:.1f} -> {middle / 1024:.1f} -> {samples[-1] / 1024:.1f} MB",
+                    )
                 )
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
