@@ -128,7 +128,19 @@ class Cluster:
     def start_process(self, wait: bool = True) -> int:
         """Start one more server process; returns its index (once it is ready, unless
         `wait` is false)."""
+        self.logs.append(Path(os.devnull))
+        self.ports.append(0)
+        self.procs.append(None)  # type: ignore[arg-type]
+        index = len(self.procs) - 1
+        self._launch(index)
+        if wait:
+            self._wait_ready(index)
+        return index
+
+    def _launch(self, index: int) -> None:
         port = free_port()
+        while port in self.ports:  # processes launched together must not share a port
+            port = free_port()
         # A file, not a pipe: nobody reads a pipe while the test runs, and a full one
         # would block the server's logging.
         log = Path(tempfile.gettempdir()) / f"chorus-{self.server}-{port}.log"
@@ -136,21 +148,21 @@ class Cluster:
             proc = subprocess.Popen(
                 self.command(port), cwd=ROOT, env=self.process_env(), stdout=sink, stderr=subprocess.STDOUT
             )
-        self.logs.append(log)
-        self.ports.append(port)
-        self.procs.append(proc)
-        if wait:
-            self._wait_ready(len(self.procs) - 1)
-        return len(self.procs) - 1
+        self.logs[index], self.ports[index], self.procs[index] = log, port, proc
 
     def _wait_ready(self, index: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        url = self.urls[index] + "/readyz"
+        relaunched = False
         while time.monotonic() < deadline:
             if self.procs[index].poll() is not None:
+                if not relaunched and "already in use" in self.log_text(index):
+                    # Another process took the free port before the server bound it.
+                    relaunched = True
+                    self._launch(index)
+                    continue
                 raise RuntimeError(f"server {index} exited: {self.log_text(index)[-3000:]}")
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                if httpx.get(self.urls[index] + "/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
