@@ -194,7 +194,8 @@ class Hub:
             if key in self._joined and not self._streams.get(key):
                 self._joined.discard(key)
                 try:
-                    await self.layer.group_discard(session_group(key), self.channel)
+                    async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+                        await self.layer.group_discard(session_group(key), self.channel)
                 except Exception:
                     logger.exception("leaving group of session %s failed", key)
         if not self._streams.get(key) and not lock.locked():
