@@ -11,11 +11,11 @@ the in-process test client.
 import asyncio
 import json
 
+from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from realtime.db import stream_db
 from realtime.hub import get_hub
 
 _DATABASE_CHECK_SECONDS = 3.0
@@ -33,7 +33,7 @@ async def readiness() -> tuple[int, dict]:
     through the channel layer to this process's hub, each within a few seconds."""
     checks = {}
     try:
-        await asyncio.wait_for(stream_db(_database_answers)(), _DATABASE_CHECK_SECONDS)
+        await asyncio.wait_for(database_sync_to_async(_database_answers)(), _DATABASE_CHECK_SECONDS)
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
