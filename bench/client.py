@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import json
 import multiprocessing
+import random
 import resource
 import time
 import traceback
@@ -141,6 +142,11 @@ class Subscriber:
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.abort()
         self.protocol = None
+
+    def resume(self) -> None:
+        """Reconnect after a `close()`, with the last id seen (the soak's churn)."""
+        self.manual_close = False
+        self._reconnect_soon()
 
     # --- what the protocol calls --------------------------------------------------
     def on_connected(self, newest: int) -> None:
@@ -371,6 +377,7 @@ class Pool:
         self.subs: list[Subscriber] = []
         self.latencies = array("d")
         self.targets: dict[str, int] = {}
+        self._churning: set[Subscriber] = set()
 
     async def _bounded(self, jobs, concurrency: int) -> list:
         semaphore = asyncio.Semaphore(max(1, concurrency))
@@ -396,6 +403,7 @@ class Pool:
         }
 
     async def cmd_close_all(self) -> int:
+        self._churning.clear()
         for sub in self.subs:
             sub.close()
         count = len(self.subs)
@@ -481,6 +489,24 @@ class Pool:
             "errors": errors[:5],
             "elapsed": time.perf_counter() - started,
         }
+
+    async def cmd_churn(self, count: int, seed: int, max_delay: float = 1.0) -> int:
+        """`count` random subscribers drop their connection (abort, as a flaky network
+        would) and reconnect after up to `max_delay` s with the last id they saw."""
+        rng = random.Random(seed)
+        connected = [sub for sub in self.subs if sub.connected]
+        chosen = rng.sample(connected, min(count, len(connected)))
+        loop = asyncio.get_running_loop()
+        for sub in chosen:
+            sub.close()
+            self._churning.add(sub)
+            loop.call_later(rng.uniform(0.05, max_delay), self._resume, sub)
+        return len(chosen)
+
+    def _resume(self, sub: Subscriber) -> None:
+        if sub in self._churning:  # not if close_all came first
+            self._churning.discard(sub)
+            sub.resume()
 
     async def cmd_replay(self, spec: Spec, end: int, timeout: float) -> dict:  # noqa: ASYNC109
         """One client with `Last-Event-ID: spec.last_id`: seconds until it holds every id

@@ -11,7 +11,9 @@ import django  # noqa: E402
 django.setup(set_prefix=False)
 
 from config.django_handler import SingleHopASGIHandler  # noqa: E402
-from config.runtime import tune_garbage_collector  # noqa: E402
+from config.runtime import bound_database_waits, tune_garbage_collector  # noqa: E402
+
+bound_database_waits()
 
 django_asgi_app = SingleHopASGIHandler()
 
@@ -20,6 +22,7 @@ from django.urls import path, re_path  # noqa: E402
 
 from completions.asgi import application as completions_app  # noqa: E402
 from completions.asgi import with_completions_drain  # noqa: E402
+from realtime.health import healthz_app, readyz_app  # noqa: E402
 from realtime.lifespan import lifespan_app  # noqa: E402
 from realtime.middleware import SessionCookieAuth  # noqa: E402
 from realtime.stream import SessionStream  # noqa: E402
@@ -30,6 +33,9 @@ application = ProtocolTypeRouter(
             [
                 path("sse/sessions/<uuid:session_id>/", SessionCookieAuth(SessionStream.as_asgi())),
                 re_path(r"^v1/", completions_app),
+                # Probes on the event loop, never queued behind Django's threads (faults).
+                path("healthz", healthz_app),
+                path("readyz", readyz_app),
                 re_path(r"", django_asgi_app),
             ]
         ),

@@ -25,3 +25,17 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(threshold, gen1, gen2)
+
+
+def bound_database_waits() -> None:
+    """Server processes only: PostgreSQL cancels any statement running longer than
+    CHORUS_DB_STATEMENT_TIMEOUT_MS (a lock held elsewhere, a stalled disk), so a request
+    answers 503 (config.middleware) within a bounded time instead of holding its thread
+    and connection. Not set in settings, so `migrate` and other commands run unbounded.
+    Must run before the first connection is opened."""
+    timeout = settings.CHORUS_DB_STATEMENT_TIMEOUT_MS
+    database = settings.DATABASES["default"]
+    if timeout <= 0 or database["ENGINE"] != "django.db.backends.postgresql":
+        return
+    options = database.setdefault("OPTIONS", {})
+    options["options"] = f"{options.get('options', '')} -c statement_timeout={int(timeout)}".strip()

@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A database that is down or stalled answers 503 JSON, not a traceback (faults).
+    "config.middleware.DatabaseUnavailableMiddleware",
 ]
 
 # Database sessions that refuse keys Django never issues (config/sessions.py says why).
@@ -131,6 +133,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env_int("CHORUS_DB_POOL_MAX", 24),
         "timeout": env_float("CHORUS_DB_POOL_TIMEOUT", 10),
     }
+    # Faults: bounded waits on PostgreSQL. Connecting gives up after this long (libpq's
+    # connect_timeout), and TCP keepalives and tcp_user_timeout notice a dead peer or a
+    # lost network. Server processes also set statement_timeout (config.runtime), so a
+    # stalled or locked database ends in a 503 rather than a request that hangs.
+    DATABASES["default"]["OPTIONS"].update(
+        {
+            "connect_timeout": env_int("CHORUS_DB_CONNECT_TIMEOUT_SECONDS", 5),
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        }
+    )
     if env_bool("CHORUS_DB_PREPARED_STATEMENTS", True):
         # Server-side binding lets psycopg prepare a statement after its 5th run on a
         # connection; PostgreSQL then skips parsing and planning. Measured on the stream
@@ -139,6 +155,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # transaction mode (older than 1.21, or without max_prepared_statements).
         DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
+# Longest statement a server process may run on PostgreSQL (0: no limit); management
+# commands (migrate, prune_events) are not bound by it.
+CHORUS_DB_STATEMENT_TIMEOUT_MS = env_int("CHORUS_DB_STATEMENT_TIMEOUT_MS", 10_000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: REDIS_URL selects channels-redis; unset means one process only ------
@@ -146,13 +165,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # to one of the instances, so session groups spread over them (docs/scaling.md).
 REDIS_URLS = [url.strip() for url in os.environ.get("REDIS_URL", "").split(",") if url.strip()]
 REDIS_URL = REDIS_URLS[0] if REDIS_URLS else ""
+# --- Faults: bounded waits on Redis (a frozen Redis must not hang requests or streams) --
+# Connecting to Redis, and any one channel-layer call (a broadcast, a stream joining its
+# session's group), give up after this long; the event is stored regardless and streams
+# read what the channel layer lost from the database.
+CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS = env_float("CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS", 2)
+REDIS_SOCKET_OPTIONS = {
+    "socket_connect_timeout": CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS,
+    "socket_timeout": CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS,
+    "socket_keepalive": True,
+}
 if REDIS_URLS:
     # The pub/sub layer: one PUBLISH per event, fanned out in each process. It may drop
     # messages while reconnecting; streams notice the gap by id and read the database.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": REDIS_URLS},
+            "CONFIG": {"hosts": [{"address": url, **REDIS_SOCKET_OPTIONS} for url in REDIS_URLS]},
         }
     }
 else:
@@ -178,7 +207,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "sessions_app.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -275,6 +304,9 @@ CHORUS_RECONCILE_SECONDS = env_float("CHORUS_RECONCILE_SECONDS", 2.0)
 # Threads (and so at most this many database connections) per process for opening
 # streams, replay and gap fills (realtime.db says why they are not Channels' one thread).
 CHORUS_STREAM_DB_THREADS = env_int("CHORUS_STREAM_DB_THREADS", 4)
+# A stream whose opening (authentication, newest id, first replay page) has not read the
+# database after this long answers 503 (a stalled database).
+CHORUS_STREAM_OPEN_TIMEOUT_SECONDS = env_float("CHORUS_STREAM_OPEN_TIMEOUT_SECONDS", 10)
 # Events read per database round trip while replaying history to a reconnecting stream.
 CHORUS_REPLAY_PAGE_SIZE = env_int("CHORUS_REPLAY_PAGE_SIZE", 1000)
 # The model whose rows own event logs, and the rule that says who may read them: realtime
@@ -283,7 +315,20 @@ CHORUS_EVENT_SOURCE_MODEL = "sessions_app.CollabSession"
 CHORUS_STREAM_ACCESS_RULE = "sessions_app.selectors.stream_access"
 # Called with each process's hub when it starts: the regeneration worker (cancel commands,
 # lease renewal and the reaper) runs in every server process from then on.
-CHORUS_HUB_START_HOOKS = ["sessions_app.regenerations.runner.hub_started"]
+CHORUS_HUB_START_HOOKS = [
+    "sessions_app.regenerations.runner.hub_started",
+    # Scheduled pruning (CHORUS_PRUNE_INTERVAL_SECONDS), one process at a time.
+    "realtime.retention.hub_started",
+]
+# Every server process prunes the event log this often (TTL and per-session cap, one
+# process at a time through a PostgreSQL advisory lock); 0 disables it (then run
+# `manage.py prune_events` from cron).
+CHORUS_PRUNE_INTERVAL_SECONDS = env_float("CHORUS_PRUNE_INTERVAL_SECONDS", 600)
+
+# SIGTERM/SIGINT first drain (realtime.shutdown): these hooks run (async callables), then
+# every stream ends; the whole drain takes at most CHORUS_SHUTDOWN_GRACE_SECONDS.
+CHORUS_SHUTDOWN_HOOKS = ["sessions_app.regenerations.runner.shutdown_hook"]
+CHORUS_SHUTDOWN_GRACE_SECONDS = env_float("CHORUS_SHUTDOWN_GRACE_SECONDS", 5)
 
 # The worker registry (realtime.workers): each process records a heartbeat this often
 # (0 turns it off); one silent for STALE seconds is shown as gone and no longer counts,
@@ -356,8 +401,15 @@ CHORUS_COMPLETIONS_DB_THREADS = env_int("CHORUS_COMPLETIONS_DB_THREADS", 3)
 # --- Cache: throttle counters; shared through Redis when there are several processes ---
 if REDIS_URL:
     # The first instance only: Django reads a list of locations as a primary and its
-    # replicas, not as shards, and throttle counters must all live in one place.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # replicas, not as shards, and throttle counters must all live in one place. Fails
+    # open (config.cache): a throttle counter lost while Redis is away beats a 500.
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.FailOpenRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": REDIS_SOCKET_OPTIONS,
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -42,6 +42,7 @@ from realtime.publish import (
     session_group,
 )
 from realtime.replay import newest_event_ids, replay_rows
+from realtime.shutdown import install_signal_handlers
 from realtime.workers import (
     SessionLoad,
     WorkerInfo,
@@ -86,7 +87,8 @@ class HubStream(Protocol):
 
     def revoke(self) -> None: ...
 
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> asyncio.Future | None:
+        """End gracefully (server shutdown); returns what completes when the end is sent."""
 
 
 class Hub:
@@ -124,6 +126,9 @@ class Hub:
         # Streams whose grant is to be re-checked, and the task that does it (_recheck_loop).
         self._recheck_pending: set[HubStream] = set()
         self._rechecker: asyncio.Task | None = None
+        # Set when the server drains for shutdown (realtime.shutdown): streams that open
+        # from then on end right after their opening frames.
+        self.draining = False
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         """A process-wide task, in a fresh context. Tasks copy the context they are created
@@ -144,7 +149,10 @@ class Hub:
             raise
 
     async def _start(self) -> None:
-        self.channel = await self.layer.new_channel("chorus.hub.")
+        # Bounded: a frozen Redis must not leave the hub starting forever (the next
+        # stream or sweep retries).
+        async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+            self.channel = await self.layer.new_channel("chorus.hub.")
         self._reader = self._spawn(self._read_loop(), "chorus-hub-reader")
         if settings.CHORUS_WORKER_HEARTBEAT_SECONDS > 0:
             self._heartbeat = self._spawn(self._heartbeat_loop(), "chorus-hub-heartbeat")
@@ -158,11 +166,18 @@ class Hub:
             except Exception:
                 logger.exception("hub start hook %s failed", hook)
 
+    async def end_streams(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed budget)
+        """End every local stream gracefully and wait (at most `timeout`) until each has
+        handed its final bytes to the server."""
+        self.draining = True
+        closing = [stream.shutdown() for streams in list(self._streams.values()) for stream in list(streams)]
+        pending = [c for c in closing if c is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     async def stop(self) -> None:
         """End every local stream and the hub's tasks (server shutdown)."""
-        for streams in list(self._streams.values()):
-            for stream in list(streams):
-                stream.shutdown()
+        await self.end_streams()
         for task in (self._reader, self._sweeper, self._heartbeat, self._rechecker, *self._background):
             if task is not None:
                 task.cancel()
@@ -178,22 +193,46 @@ class Hub:
     # --- membership -------------------------------------------------------------------
     async def attach(self, stream: HubStream) -> None:
         """Start offering the session's live events to `stream`; returns once the hub is
-        subscribed to the session's group, so nothing published after this is missed."""
-        await self.start()
+        subscribed to the session's group, so nothing published after this is missed.
+
+        If the channel layer does not answer within CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS
+        (Redis down or frozen), it returns anyway: the stream is served from the database
+        by reconciliation until the sweeper has joined the group (it retries every second)."""
         key = stream.session_key
         self._streams.setdefault(key, set()).add(stream)
         metrics.OPEN_STREAMS.inc()
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = self._spawn(self._sweep_loop(), "chorus-hub-sweeper")
         if key not in self._joined:
-            lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
-                if key not in self._joined and self._streams.get(key):
-                    await self.layer.group_add(session_group(key), self.channel)
-                    self._joined.add(key)
-                    self.presence.serve(key)
-                    if self._registry_enabled:
-                        self._presence_loads[key] = self._spawn(self._load_presence(key), "chorus-hub-presence")
+            try:
+                async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+                    await self.start()
+                    await self._join(key)
+            except Exception as exc:
+                logger.warning("session %s: channel layer unavailable (%r); serving from the database", key, exc)
+
+    async def _join(self, key: str) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._joined and self._streams.get(key):
+                await self.layer.group_add(session_group(key), self.channel)
+                self._joined.add(key)
+                self.presence.serve(key)
+                if self._registry_enabled:
+                    self._presence_loads[key] = self._spawn(self._load_presence(key), "chorus-hub-presence")
+
+    async def _rejoin(self) -> None:
+        """Join the groups that attach could not (the channel layer was unavailable)."""
+        try:
+            async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+                await self.start()
+                missed = [k for k in self._streams if k not in self._joined]
+                for key in missed:
+                    await self._join(key)
+            if missed:
+                logger.info("hub: joined %d group(s) missed while the channel layer was away", len(missed))
+        except Exception as exc:
+            logger.warning("hub: channel layer still unavailable (%r)", exc)
 
     def detach(self, stream: HubStream) -> None:
         """Stop offering events to `stream`; idempotent."""
@@ -313,7 +352,8 @@ class Hub:
             if key in self._joined and not self._streams.get(key):
                 self._joined.discard(key)
                 try:
-                    await self.layer.group_discard(session_group(key), self.channel)
+                    async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+                        await self.layer.group_discard(session_group(key), self.channel)
                 except Exception:
                     logger.exception("leaving group of session %s failed", key)
         if not self._streams.get(key) and not lock.locked():
@@ -531,26 +571,47 @@ class Hub:
                     stream.access_changed()
 
     async def _sweep_loop(self) -> None:
+        """Keepalives and deadlines every tick; reconciliation and group rejoins in tasks
+        of their own, one at a time: the ticks never await the database or the channel
+        layer, so a stalled PostgreSQL or a frozen Redis does not stop keepalives."""
         interval = max(0.05, min(settings.CHORUS_KEEPALIVE_SECONDS / 4, 1.0))
         next_reconcile = self.loop.time() + settings.CHORUS_RECONCILE_SECONDS
         next_revalidate = self.loop.time() + settings.CHORUS_STREAM_REVALIDATE_SECONDS
-        while self._streams:
-            await asyncio.sleep(interval)
-            now = self.loop.time()
-            for streams in tuple(self._streams.values()):
-                for stream in tuple(streams):
-                    stream.tick(now)
-            if self._assistant:
-                self._renew_assistant_typing(now)
-            if now >= next_revalidate:
-                next_revalidate = now + settings.CHORUS_STREAM_REVALIDATE_SECONDS
-                self.recheck(stream for streams in tuple(self._streams.values()) for stream in streams)
-            if now >= next_reconcile:
-                next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
-                try:
-                    await self._reconcile()
-                except Exception:
-                    logger.exception("reconciliation with the database failed")
+        next_rejoin = self.loop.time()
+        reconciling: asyncio.Task | None = None
+        rejoining: asyncio.Task | None = None
+        try:
+            while self._streams:
+                await asyncio.sleep(interval)
+                now = self.loop.time()
+                for streams in tuple(self._streams.values()):
+                    for stream in tuple(streams):
+                        stream.tick(now)
+                if self._assistant:
+                    self._renew_assistant_typing(now)
+                if now >= next_revalidate:
+                    next_revalidate = now + settings.CHORUS_STREAM_REVALIDATE_SECONDS
+                    self.recheck(stream for streams in tuple(self._streams.values()) for stream in streams)
+                if now >= next_reconcile and (reconciling is None or reconciling.done()):
+                    next_reconcile = now + settings.CHORUS_RECONCILE_SECONDS
+                    reconciling = self._spawn(self._reconcile_logged(), "chorus-hub-reconcile")
+                if (
+                    now >= next_rejoin
+                    and (rejoining is None or rejoining.done())
+                    and any(key not in self._joined for key in self._streams)
+                ):
+                    next_rejoin = now + 1.0
+                    rejoining = self._spawn(self._rejoin(), "chorus-hub-rejoin")
+        finally:
+            for task in (reconciling, rejoining):
+                if task is not None:
+                    task.cancel()
+
+    async def _reconcile_logged(self) -> None:
+        try:
+            await self._reconcile()
+        except Exception:
+            logger.exception("reconciliation with the database failed")
 
     async def _heartbeat_loop(self) -> None:
         """Tell the worker registry, every CHORUS_WORKER_HEARTBEAT_SECONDS, that this
@@ -576,13 +637,14 @@ class Hub:
 
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (a fixed probe budget)
         """A round trip through the channel layer to this hub's own channel (readiness)."""
-        await self.start()
         token = f"{time.monotonic_ns()}"
         future = self.loop.create_future()
         self._pings[token] = future
         try:
-            await self.layer.send(self.channel, {"type": "hub.ping", "token": token})
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await self.start()
+                await self.layer.send(self.channel, {"type": "hub.ping", "token": token})
+                await future
         finally:
             self._pings.pop(token, None)
 
@@ -632,6 +694,8 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     if _hub is None or _hub.loop is not loop:
         _hub = Hub(loop)
+        # In a server process (not in tests), SIGTERM/SIGINT first drain the streams.
+        install_signal_handlers(loop)
     return _hub
 
 

@@ -2,6 +2,9 @@
 
 Creating the channel layer at start-up keeps its import and connection costs out of the
 first stream. daphne does not speak lifespan; there the hub starts with the first stream.
+Creating the hub also chains the graceful drain into SIGTERM/SIGINT (realtime.shutdown):
+uvicorn sends `lifespan.shutdown` only once every connection has closed, so the streams
+must be ended before that, on the signal itself.
 """
 
 import logging

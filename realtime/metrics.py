@@ -14,6 +14,12 @@ from realtime.events import EventType
 OPEN_STREAMS = Gauge("chorus_open_streams", "SSE streams open in this process")
 EVENTS_PUBLISHED = Counter("chorus_events_published_total", "Events stored and broadcast", ["type"])
 EVENTS_DELIVERED = Counter("chorus_events_delivered_total", "Event frames handed to streams")
+BROADCAST_FAILURES = Counter(
+    "chorus_broadcast_failures_total",
+    "Channel-layer sends that failed, timed out or were shed (the event is stored; streams read it from the database)",
+)
+CACHE_FAILURES = Counter("chorus_cache_failures_total", "Cache calls that failed (Redis away); treated as misses")
+EVENTS_PRUNED = Counter("chorus_events_pruned_total", "Events deleted by scheduled pruning", ["reason"])
 STREAMS_ENDED = Counter("chorus_streams_ended_total", "Streams ended by the server", ["reason"])
 # Why the server ends streams (realtime.stream); other values may appear, these are known.
 STREAM_END_REASONS = (

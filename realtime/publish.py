@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -158,18 +159,51 @@ def control_send(group: str, message: dict) -> None:
     _group_send_from_sync(group, message)
 
 
+# Sends handed to the server's loop and not finished yet, at most this many: a frozen
+# Redis must not pile up pending sends without bound (beyond it, a send is shed and
+# counted; the event is stored and reconciliation delivers it).
+_MAX_PENDING_SENDS = 1000
+_pending_sends = threading.BoundedSemaphore(_MAX_PENDING_SENDS)
+
+
+async def _send_bounded(group: str, message: dict) -> None:
+    """group_send that gives up after CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS. A send that
+    fails at once is tried once more in that time: after Redis restarts, the first send
+    meets the connection that broke while idle, and the retry gets a new one (a doubled
+    message is harmless: streams drop ids they have)."""
+    layer = get_channel_layer()
+    async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            await layer.group_send(group, message)
+
+
 def _group_send_from_sync(group: str, message: dict) -> None:
     """group_send from a sync thread. In a server process the send is handed to the
     server's event loop without waiting for it: the request thread need not block on a
     Redis round trip (order is kept: the loop runs handed-over sends first come, first
-    served). Elsewhere (a shell, a management command) it waits, as async_to_sync does."""
-    layer = get_channel_layer()
+    served). Elsewhere (a shell, a management command) it waits, as async_to_sync does.
+    Either way the send is bounded in time; a failure is counted in
+    `chorus_broadcast_failures_total` (and raised only on the waiting path)."""
     loop = _server_loop()
     if loop is None:
-        async_to_sync(layer.group_send)(group, message)
+        try:
+            async_to_sync(_send_bounded)(group, message)
+        except Exception:
+            metrics.BROADCAST_FAILURES.inc()
+            raise
         return
-    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
-    future.add_done_callback(_log_send_failure)
+    if not _pending_sends.acquire(blocking=False):
+        metrics.BROADCAST_FAILURES.inc()
+        logger.error("channel-layer send shed: %d sends pending already", _MAX_PENDING_SENDS)
+        return
+    try:
+        future = asyncio.run_coroutine_threadsafe(_send_bounded(group, message), loop)
+    except BaseException:
+        _pending_sends.release()
+        raise
+    future.add_done_callback(_send_done)
 
 
 def _server_loop() -> asyncio.AbstractEventLoop | None:
@@ -186,9 +220,12 @@ def _server_loop() -> asyncio.AbstractEventLoop | None:
     return hub.loop
 
 
-def _log_send_failure(future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.error("channel-layer send failed: %r", future.exception())
+def _send_done(future) -> None:
+    _pending_sends.release()
+    if future.cancelled() or future.exception() is not None:
+        metrics.BROADCAST_FAILURES.inc()
+        error = "cancelled" if future.cancelled() else repr(future.exception())
+        logger.error("channel-layer send failed: %s", error)
 
 
 def broadcast(session_id: UUID, message: dict) -> None:

@@ -4,6 +4,7 @@ import json
 
 RETRY = b"retry: 3000\n\n"
 KEEPALIVE = b": keepalive\n\n"
+SHUTDOWN = b": shutdown\n\n"  # the last words of a stream ended by server shutdown
 
 
 def frame(seq: int, name: str, data_json: str) -> bytes:

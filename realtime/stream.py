@@ -118,6 +118,7 @@ class SessionStream(AsyncHttpConsumer):
         self._hub: Hub | None = None
         self._task: asyncio.Task | None = None
         self._opened = False  # headers and the opening frames sent
+        self._shutdown_pending = False  # the server began draining while this opened
         self._closed = False
         self._aborted = False
         self._live = False
@@ -208,8 +209,13 @@ class SessionStream(AsyncHttpConsumer):
         hub = self._hub = get_hub()
         try:
             await hub.attach(self)  # from here on, live events are held in self._held
-            start: StreamStart = await stream_db(stream_open)(
-                credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
+            # Bounded: with the database stalled the client gets a 503 and retries, rather
+            # than a request that hangs (the thread finishes its query when it can).
+            start: StreamStart = await asyncio.wait_for(
+                stream_db(stream_open)(
+                    credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
+                ),
+                settings.CHORUS_STREAM_OPEN_TIMEOUT_SECONDS,
             )
         except StreamRefused:
             raise
@@ -259,6 +265,9 @@ class SessionStream(AsyncHttpConsumer):
             opening.extend(self._frames(start.rows))
         self._write(b"".join(opening))
         self._opened = True
+        if self._shutdown_pending or hub.draining:
+            self.shutdown()
+            return
         if self._recheck_when_open:
             # Something that may end this stream happened while it was opening (a
             # member_left, a revoked token) after its opening query had already run.
@@ -326,8 +335,14 @@ class SessionStream(AsyncHttpConsumer):
     def revoke(self) -> None:
         self._end("access_revoked", sse.unnumbered("access_revoked", {"sessionId": self.session_key}))
 
-    def shutdown(self) -> None:
-        self._end("shutdown")
+    def shutdown(self) -> asyncio.Future | None:
+        """Server shutdown: end with a final comment (the client reconnects elsewhere).
+        A stream still opening ends right after its opening frames."""
+        if not self._opened:
+            self._shutdown_pending = True
+            return None
+        self._end("shutdown", sse.SHUTDOWN)
+        return self._closer
 
     # --- catching up from the database ------------------------------------------------
     def _start_catch_up(self) -> None:

@@ -6,7 +6,6 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +14,7 @@ from realtime.replay import event_envelope, events_after, log_position
 from realtime.tickets import ticket_issue
 from sessions_app import schema, selectors, services
 from sessions_app.models import CollabSession, Role
+from sessions_app.pagination import StrictPageNumberPagination
 from sessions_app.regenerations import selectors as regeneration_selectors
 from sessions_app.regenerations import services as regeneration_services
 from sessions_app.serializers import (
@@ -58,7 +58,7 @@ class SessionListApi(APIView):
         responses=schema.paginated("SessionPage", SessionOutput),
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
+        paginator = StrictPageNumberPagination()
         page = paginator.paginate_queryset(selectors.sessions_for_user(user=request.user), request, view=self)
         return paginator.get_paginated_response(SessionOutput(page, many=True, context={"request": request}).data)
 
@@ -117,7 +117,7 @@ class MessageListApi(APIView):
     )
     def get(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
-        paginator = PageNumberPagination()
+        paginator = StrictPageNumberPagination()
         # The id first: the messages read after it are at least that new, so a client that
         # resumes the stream from it misses nothing (CONTRACT §3). The order is what makes
         # this hold; a transaction would only make SQLite readers queue behind writers.

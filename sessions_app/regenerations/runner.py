@@ -159,6 +159,25 @@ class RegenerationWorker:
         self._maintenance = self._starting = None
         await asyncio.get_running_loop().run_in_executor(None, self._close_threads)
 
+    async def shutdown(self) -> list[UUID]:
+        """Server shutdown: stop the local runs and mark them failed now with
+        SHUTDOWN_ERROR (a provider's stream cannot be resumed by another process, so they
+        are failed, not handed over), then stop. Returns the ids marked failed."""
+        local = self.running_ids()
+        tasks = [self.tasks[key] for key in local]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=_PUMP_CLOSE_TIMEOUT)
+        failed: list[UUID] = []
+        if local:
+            failed = await self.db(services.regenerations_fail_active)(
+                regeneration_ids=local, error=services.SHUTDOWN_ERROR
+            )
+            logger.warning("shutdown: %d regeneration(s) marked failed", len(failed))
+        await self.stop()
+        return failed
+
     def _close_threads(self) -> None:
         # One task per thread (the barrier keeps each on its own thread), each closing its
         # thread's database connections, so a test database can be dropped afterwards.
@@ -409,6 +428,13 @@ def hub_started(hub) -> None:
     """settings.CHORUS_HUB_START_HOOKS entry: start this process's worker (its cancel
     subscription and the lease reaper) with the hub, on the hub's loop."""
     _worker_for(hub.loop).start_soon()
+
+
+async def shutdown_hook() -> None:
+    """settings.CHORUS_SHUTDOWN_HOOKS entry: fail this process's runs before it exits."""
+    worker = current_worker()
+    if worker is not None:
+        await worker.shutdown()
 
 
 def _server_loop() -> asyncio.AbstractEventLoop | None:

@@ -55,6 +55,7 @@ CANCEL_MESSAGE_TYPE = "regeneration.cancel"
 LOST_ERROR = "The assistant stopped unexpectedly. Please try again."
 GENERIC_ERROR = "The assistant could not finish this answer. Please try again."
 TOO_LONG_ERROR = "The assistant took too long to finish this answer. Please try again."
+SHUTDOWN_ERROR = "The server restarted while writing this answer. Please try again."
 
 
 def too_much_output_error(limit: int) -> str:
@@ -358,3 +359,27 @@ def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, li
         logger.warning("regeneration %s lost its lease (its process died?): marked failed", regeneration_id)
         reaped.append(regeneration_id)
     return reaped
+
+
+def regenerations_fail_active(*, regeneration_ids: list[UUID | str], error: str) -> list[UUID]:
+    """Mark failed (with `regeneration_error`) those of `regeneration_ids` that are still
+    queued or running: a server shutting down gives up its runs at once, rather than
+    leaving them to the reaper. Returns the ids this call marked."""
+    now = timezone.now()
+    active = Regeneration.objects.filter(pk__in=regeneration_ids, status__in=ACTIVE_REGENERATION_STATUSES)
+    failed = []
+    for regeneration_id, session_id, message_id in active.values_list("pk", "session_id", "message_id"):
+        with transaction.atomic():
+            updated = Regeneration.objects.filter(pk=regeneration_id, status__in=ACTIVE_REGENERATION_STATUSES).update(
+                status=RegenerationStatus.FAILED, error=error, finished_at=now
+            )
+            if not updated:
+                continue
+            event_publish(
+                session_id=session_id,
+                payload=events.regeneration_error(
+                    message_id=str(message_id), task_id=str(regeneration_id), error=error
+                ),
+            )
+        failed.append(regeneration_id)
+    return failed

@@ -217,3 +217,10 @@ def test_an_unsupported_method_is_a_json_405(api, alice, collab, unchanged):
 def test_a_refused_write_by_a_viewer_changes_nothing(api, carol, collab, unchanged):
     response = api(carol).post(f"/api/v1/sessions/{collab.pk}/messages/", {"content": "x"}, format="json")
     assert_json_error(response, 403)
+
+
+@pytest.mark.parametrize("query", ["?page=2&page=", "?page=true&page=1", "?page=", "?page=x", "?page=-1"])
+def test_a_page_parameter_that_is_not_one_page_number_is_refused(api, collab, alice, query):
+    response = api(alice).get(f"/api/v1/sessions/{query}")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Invalid page."

@@ -81,6 +81,9 @@ class Cluster:
     database: str = ""
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    # The server processes reach PostgreSQL through this port when set (a fault-injecting
+    # proxy, tests/support/faults.py); the test itself still connects directly.
+    database_port: int | None = None
     logs: list[Path] = field(default_factory=list)
 
     @property
@@ -90,13 +93,20 @@ class Cluster:
     def process_env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "DATABASE_URL": database_url(self.postgres_url, self.database),
+            "DATABASE_URL": self.server_database_url(),
             "REDIS_URL": self.redis_url,
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "cross-process-test-key",
             "CHORUS_LOG_LEVEL": "WARNING",
             **self.env,
         }
+
+    def server_database_url(self) -> str:
+        url = database_url(self.postgres_url, self.database)
+        if self.database_port is None:
+            return url
+        parsed = urlparse(url)
+        return urlunparse(parsed._replace(netloc=parsed.netloc.rsplit(":", 1)[0] + f":{self.database_port}"))
 
     def command(self, port: int) -> list[str]:
         if self.server == "uvicorn":
@@ -109,25 +119,36 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.database = create_database(self.postgres_url)
-        for _ in range(self.processes):
-            self.start_process()
+        # Launched together, then awaited: each spends seconds importing Django.
+        indexes = [self.start_process(wait=False) for _ in range(self.processes)]
+        for index in indexes:
+            self._wait_ready(index)
         return self
 
-    def start_process(self) -> int:
-        """Start one more server process; returns its index."""
-        port = free_port()
-        proc, log = self._spawn(port)
-        self.logs.append(log)
-        self.ports.append(port)
-        self.procs.append(proc)
-        self._wait_ready(len(self.procs) - 1)
-        return len(self.procs) - 1
+    def start_process(self, wait: bool = True) -> int:
+        """Start one more server process; returns its index (once it is ready, unless
+        `wait` is false)."""
+        self.logs.append(Path(os.devnull))
+        self.ports.append(0)
+        self.procs.append(None)  # type: ignore[arg-type]
+        index = len(self.procs) - 1
+        self._launch(index)
+        if wait:
+            self._wait_ready(index)
+        return index
 
-    def _spawn(self, port: int) -> tuple[subprocess.Popen, Path]:
+    def _launch(self, index: int) -> None:
+        port = free_port()
+        while port in self.ports:  # processes launched together must not share a port
+            port = free_port()
+        proc, log = self._spawn(port, append=False)
+        self.logs[index], self.ports[index], self.procs[index] = log, port, proc
+
+    def _spawn(self, port: int, *, append: bool) -> tuple[subprocess.Popen, Path]:
         # A file, not a pipe: nobody reads a pipe while the test runs, and a full one
-        # would block the server's logging.
+        # would block the server's logging. A restarted process appends to its log.
         log = Path(tempfile.gettempdir()) / f"chorus-{self.server}-{port}.log"
-        with open(log, "ab") as sink:
+        with open(log, "ab" if append else "wb") as sink:
             proc = subprocess.Popen(
                 self.command(port), cwd=ROOT, env=self.process_env(), stdout=sink, stderr=subprocess.STDOUT
             )
@@ -149,19 +170,24 @@ class Cluster:
         connected to that address reconnect to it; returns once it is ready."""
         if self.procs[index].poll() is None:
             raise RuntimeError(f"server {index} is still running; stop it first")
-        proc, log = self._spawn(self.ports[index])
+        proc, log = self._spawn(self.ports[index], append=True)
         self.procs[index] = proc
         self.logs[index] = log
         self._wait_ready(index)
 
     def _wait_ready(self, index: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        url = self.urls[index] + "/readyz"
+        relaunched = False
         while time.monotonic() < deadline:
             if self.procs[index].poll() is not None:
+                if not relaunched and "already in use" in self.log_text(index):
+                    # Another process took the free port before the server bound it.
+                    relaunched = True
+                    self._launch(index)
+                    continue
                 raise RuntimeError(f"server {index} exited: {self.log_text(index)[-3000:]}")
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                if httpx.get(self.urls[index] + "/readyz", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
