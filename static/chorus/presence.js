@@ -34,6 +34,10 @@ export const TYPING_DEFAULT_EXPIRES_S = 6;
 export const READ_EVERY_MS = 2000;
 export const ASSISTANT = "assistant";
 const UNREAD_SCAN_LIMIT = 500;
+// Called as methods of the classes below, the browser's own timers would throw "Illegal
+// invocation" (their `this` must be the window): wrap them.
+const later = (fn, ms) => setTimeout(fn, ms);
+const cancel = (id) => clearTimeout(id);
 
 function listing(names) {
   if (names.length <= 1) return names.join("");
@@ -82,7 +86,7 @@ export function firstUnread(events, me, present) {
 
 /** Who is typing now, each until their notice expires; `onChange(names)` after every change. */
 export class TypingBoard {
-  constructor({ me, onChange, setTimer = setTimeout, clearTimer = clearTimeout }) {
+  constructor({ me, onChange, setTimer = later, clearTimer = cancel }) {
     this.me = me;
     this.onChange = onChange;
     this.setTimer = setTimer;
@@ -126,22 +130,24 @@ export class TypingBoard {
 
 /**
  * The composer's side of typing: `input(text)` on every change. `send(true)` at most once
- * per `everyMs` (also across stops, so typing and clearing fast cannot exceed the server's
- * rate), `send(false)` once when the text is cleared, on `stop()` (sent), or after `idleMs`
- * without input.
+ * per `everyMs` — a keystroke inside that window is sent when it ends (also right after a
+ * stop, so typing and clearing fast cannot exceed the server's rate, and a quick reply is
+ * still announced) — and `send(false)` once when the text is cleared, on `stop()` (sent),
+ * or after `idleMs` without input.
  */
 export class TypingSender {
   constructor({
     send,
     now = Date.now,
-    setTimer = setTimeout,
-    clearTimer = clearTimeout,
+    setTimer = later,
+    clearTimer = cancel,
     everyMs = TYPING_SEND_EVERY_MS,
     idleMs = TYPING_IDLE_MS,
   }) {
     Object.assign(this, { send, now, setTimer, clearTimer, everyMs, idleMs });
-    this.active = false;
+    this.active = false; // the others were told I type, and not yet that I stopped
     this.lastSent = -Infinity;
+    this.pending = null; // a `send(true)` held back by the window
     this.idle = null;
   }
 
@@ -150,19 +156,31 @@ export class TypingSender {
       this.stop();
       return;
     }
-    const at = this.now();
-    if (at - this.lastSent >= this.everyMs) {
-      this.lastSent = at;
-      this.active = true;
-      this.send(true);
-    }
+    this.announce();
     this.clearTimer(this.idle);
     this.idle = this.setTimer(() => this.stop(), this.idleMs);
   }
 
+  announce() {
+    if (this.pending !== null) return;
+    const wait = this.lastSent + this.everyMs - this.now();
+    if (wait > 0) {
+      this.pending = this.setTimer(() => {
+        this.pending = null;
+        this.announce();
+      }, wait);
+      return;
+    }
+    this.lastSent = this.now();
+    this.active = true;
+    this.send(true);
+  }
+
   stop() {
     this.clearTimer(this.idle);
+    this.clearTimer(this.pending);
     this.idle = null;
+    this.pending = null;
     if (!this.active) return;
     this.active = false;
     this.send(false);
@@ -177,7 +195,7 @@ export class TypingSender {
  * retried with the next `seen`.
  */
 export class ReadMarker {
-  constructor({ send, start = 0, now = Date.now, setTimer = setTimeout, everyMs = READ_EVERY_MS }) {
+  constructor({ send, start = 0, now = Date.now, setTimer = later, everyMs = READ_EVERY_MS }) {
     Object.assign(this, { send, now, setTimer, everyMs });
     this.sent = start;
     this.wanted = start;

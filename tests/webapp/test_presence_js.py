@@ -96,18 +96,24 @@ def test_typing_sender_posts_at_most_every_two_seconds_and_deletes_once():
         await advance(2500);
         sender.input("x");
         sender.input("");                         // cleared the box
+        await advance(100);
+        sender.input("y");                        // right after a stop: held back to the window's end
+        await advance(5000);
         console.log(JSON.stringify(sent));
         """
     )
     assert out == [
         [0, True],
-        [2000, True],
+        [2000, True],  # renewed while typing, once per 2 s
         [4000, True],
+        [6000, True],  # the keystroke at 4.2 s, sent when its window ended
         [9800, False],  # idle 4 s after the last keystroke at 5.8 s
         [11000, True],
         [11000, False],
         [13500, True],
         [13500, False],
+        [15500, True],
+        [17600, False],
     ]
 
 
