@@ -58,7 +58,8 @@ def test_typing_board_expires_renews_stops_and_never_shows_me():
         FAKE_CLOCK
         + """
         const shown = [];
-        const board = new P.TypingBoard({ me: "alice", onChange: (n) => shown.push([now, n.join(",")]), setTimer, clearTimer });
+        const onChange = (n) => shown.push([now, n.join(",")]);
+        const board = new P.TypingBoard({ me: "alice", onChange, setTimer, clearTimer });
         board.apply({ username: "alice", typing: true, expiresIn: 6 });   // me: never shown
         board.apply({ username: "assistant", typing: true, expiresIn: 6 });
         board.apply({ username: "bob", typing: true, expiresIn: 6 });
@@ -88,7 +89,10 @@ def test_typing_sender_posts_at_most_every_two_seconds_and_deletes_once():
         + """
         const sent = [];
         const sender = new P.TypingSender({ send: (t) => sent.push([now, t]), now: () => now, setTimer, clearTimer });
-        for (let i = 0; i < 30; i++) { sender.input("hello".slice(0, (i % 5) + 1)); await advance(200); }  // 6 s of typing
+        for (let i = 0; i < 30; i++) {                                    // 6 s of typing
+          sender.input("hello".slice(0, (i % 5) + 1));
+          await advance(200);
+        }
         await advance(5000);                      // stopped typing: DELETE after 4 s idle
         sender.input("again");
         sender.stop();                            // sent
