@@ -45,6 +45,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
                 "role": role,
                 "members": [m.user.get_username() for m in members],
                 "activity": naturaltime(session.last_activity),
+                "unread": session.unread,
             }
         )
     status = 400 if request.method == "POST" else 200

@@ -45,3 +45,14 @@ export function appendAt(content, length, offset, delta) {
   if (end <= length) return { content, length, gap: false };
   return { content: content + points.slice(length - offset).join(""), length: end, gap: false };
 }
+
+/** Up to two letters for an avatar: "alice" → "A", "mary-jane" → "MJ", "Bob Smith" → "BS". */
+export function initials(name) {
+  const parts = String(name || "").split(/[\s._-]+/u).filter(Boolean);
+  if (parts.length === 0) return "?";
+  return parts
+    .slice(0, 2)
+    .map((part) => [...part][0])
+    .join("")
+    .toUpperCase();
+}

@@ -4,7 +4,8 @@
 // and what the stream replays changes nothing.
 
 import { api, apiAllPages, ApiError } from "./api.js";
-import { appendAt, codePoints, el, shortTime } from "./dom.js";
+import { appendAt, codePoints, el, initials, shortTime } from "./dom.js";
+import { PresenceUI } from "./presence.js";
 import { SessionStream } from "./stream.js";
 
 const config = JSON.parse(document.getElementById("session-config").textContent);
@@ -19,6 +20,9 @@ const nodes = {
   members: document.getElementById("members"),
   memberCount: document.getElementById("member-count"),
   composer: document.getElementById("composer"),
+  onlineRow: document.getElementById("online-now"),
+  typingLine: document.getElementById("typing-line"),
+  seenBy: document.getElementById("seen-by"),
 };
 
 const state = {
@@ -30,10 +34,26 @@ const state = {
 
 export const stream = new SessionStream({ sessionId: config.sessionId });
 
+// Presence, typing and read positions (presence.js): it reads the newest message shown.
+const presence = new PresenceUI({
+  stream,
+  config,
+  nodes,
+  lastMessage: () => {
+    const nodesShown = nodes.messages.querySelectorAll(".message");
+    const node = nodesShown[nodesShown.length - 1];
+    const record = node && state.messages.get(node.dataset.messageId);
+    return record ? { eventId: record.eventId, node } : null;
+  },
+  messageNode: (id) => state.messages.get(id)?.node || null,
+});
+
 // --- messages -------------------------------------------------------------------------------
 function newRecord(fields) {
   return {
     id: fields.id,
+    // The id of the event that created or last changed it (for "seen by"); see presence.js.
+    eventId: fields.eventId || null,
     role: fields.role || "user",
     author: fields.author ?? null,
     content: fields.content || "",
@@ -73,6 +93,7 @@ function upsertMessage(fields) {
     for (const key of ["role", "author", "createdAt", "editedAt", "originalMessageId"]) {
       if (fields[key] !== undefined && fields[key] !== null) record[key] = fields[key];
     }
+    if (fields.eventId) record.eventId = Math.max(record.eventId || 0, fields.eventId);
     if (fields.content !== undefined) setContent(record, fields.content);
   }
   renderMessage(record);
@@ -123,7 +144,7 @@ function renderMessage(record) {
   const head = el(
     "div",
     { class: "message__head" },
-    el("span", { class: `avatar avatar--${record.role}`, "aria-hidden": "true", text: name.slice(0, 1).toUpperCase() }),
+    el("span", { class: `avatar avatar--${record.role}`, "aria-hidden": "true", text: initials(name) }),
     el("span", { class: "message__author", text: name }),
     el("span", { class: "message__meta muted", title: record.createdAt || "", text: meta.filter(Boolean).join(" · ") }),
   );
@@ -329,8 +350,9 @@ function markRunning(record, regenerationId) {
   renderMessage(record);
 }
 
-function finish(record, problem) {
+function finish(record, problem, envelope) {
   record.running = false;
+  record.eventId = envelope.id;
   record.progress = 100;
   record.problem = problem;
   renderMessage(record);
@@ -348,14 +370,16 @@ function renderMembers() {
         { class: "member", dataset: { username } },
         // Filled in by the presence helper: [data-online] on the dot when the member has a stream open.
         el("span", { class: "presence-dot", dataset: { presenceDot: "", username }, title: "offline" }),
-        el("span", { class: "avatar avatar--small", "aria-hidden": "true", text: username.slice(0, 1).toUpperCase() }),
+        el("span", { class: "avatar avatar--small", "aria-hidden": "true", text: initials(username) }),
         el("span", { class: "member__name", text: username }),
+        el("span", { class: "visually-hidden", dataset: { presenceText: "", username } }),
         username === config.username ? el("span", { class: "member__you muted", text: "(you)" }) : null,
         el("span", { class: `role role--${role}`, text: role }),
       ),
     ),
   );
   nodes.memberCount.textContent = `(${state.members.size})`;
+  presence.paintOnline();
 }
 
 function notice(text, kind = "info") {
@@ -406,9 +430,23 @@ const handlers = {
     renderMembers();
   },
   message_created: (e) =>
-    upsertMessage({ id: e.data.messageId, role: e.data.role, author: e.data.author, content: e.data.content, createdAt: e.timestamp }),
+    upsertMessage({
+      id: e.data.messageId,
+      eventId: e.id,
+      role: e.data.role,
+      author: e.data.author,
+      content: e.data.content,
+      createdAt: e.timestamp,
+    }),
   message_edited: (e) =>
-    upsertMessage({ id: e.data.messageId, role: e.data.role, author: e.data.author, content: e.data.content, editedAt: e.timestamp }),
+    upsertMessage({
+      id: e.data.messageId,
+      eventId: e.id,
+      role: e.data.role,
+      author: e.data.author,
+      content: e.data.content,
+      editedAt: e.timestamp,
+    }),
   message_deleted: (e) => e.data.deletedMessageIds.forEach(removeMessage),
   message_regenerating: (e) => {
     const record = upsertMessage({
@@ -416,6 +454,7 @@ const handlers = {
       role: "assistant",
       originalMessageId: e.data.originalMessageId,
       createdAt: e.timestamp,
+      eventId: e.id,
     });
     markRunning(record, e.data.regenerationId);
   },
@@ -443,15 +482,15 @@ const handlers = {
     const record = state.messages.get(e.data.messageId);
     if (record === undefined) return;
     setContent(record, e.data.content);
-    finish(record, null);
+    finish(record, null, e);
   },
   regeneration_error: (e) => {
     const record = state.messages.get(e.data.messageId);
-    if (record !== undefined) finish(record, { kind: "error", text: e.data.error });
+    if (record !== undefined) finish(record, { kind: "error", text: e.data.error }, e);
   },
   regeneration_cancelled: (e) => {
     const record = state.messages.get(e.data.messageId);
-    if (record !== undefined) finish(record, { kind: "cancelled", text: "Cancelled." });
+    if (record !== undefined) finish(record, { kind: "cancelled", text: "Cancelled." }, e);
   },
   thought_process_start: (e) => thought(e, (t) => {
     t.about = e.data.thinkingAbout;
@@ -492,14 +531,16 @@ async function loadState() {
   return { session, messages, lastEventId: Math.min(session.lastEventId, firstPage.lastEventId) };
 }
 
-function applyState({ session, messages }) {
+function applyState({ session, messages, lastEventId }) {
   setTitle(session.title);
   state.members = new Map(session.members.map((m) => [m.username, m.role]));
   renderMembers();
   state.messages.clear();
   nodes.messages.replaceChildren();
-  for (const message of messages) upsertMessage(messageFields(message));
+  // A REST message's own event id is unknown: the load's id stands in (see presence.js).
+  for (const message of messages) upsertMessage({ ...messageFields(message), eventId: lastEventId });
   showEmpty();
+  presence.loaded(session, lastEventId);
 }
 
 let reloading = null;
@@ -561,6 +602,7 @@ function setUpComposer() {
     try {
       const message = await api(`${base}/messages/`, { method: "POST", body: { content, reply } });
       input.value = "";
+      presence.sent();
       upsertMessage(messageFields(message));
     } catch (failure) {
       error.textContent = failure instanceof ApiError && failure.detail ? failure.detail : "Not sent. Please try again.";
@@ -575,6 +617,7 @@ function setUpComposer() {
       form.requestSubmit(form.querySelector('[data-action="send"]'));
     }
   });
+  presence.attachComposer(input);
 }
 
 // --- start ----------------------------------------------------------------------------------
@@ -586,6 +629,7 @@ function badge(status) {
 async function main() {
   stream.onStatus(badge);
   for (const [name, handler] of Object.entries(handlers)) stream.on(name, handler);
+  presence.listen(Object.keys(handlers));
   stream.on("history_truncated", () => reload());
   stream.on("access_revoked", (data) => revoked(data && data.reason));
   setUpComposer();

@@ -83,6 +83,9 @@ def cluster(postgres_url, redis_url) -> Iterator[Cluster]:
             # fresh database reuses: runs back to back (or other suites) would share them.
             "CHORUS_REGENERATION_RATE_USER": "1000/minute",
             "CHORUS_REGENERATION_RATE_SESSION": "1000/minute",
+            "CHORUS_TYPING_RATE_USER": "1000/minute",
+            "CHORUS_READ_POSITION_RATE_USER": "1000/minute",
+            "CHORUS_PRESENCE_RATE_USER": "1000/minute",
         },
     ).start()
     try:
