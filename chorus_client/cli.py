@@ -51,6 +51,10 @@ def _summary(event: Event) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
+# Unnumbered frames too frequent to print a line for.
+_QUIET = frozenset({"typing", "read_position"})
+
+
 class TailPrinter:
     """Turns events into lines on `out`; keeps at most one live (rewritten) line on a TTY."""
 
@@ -92,6 +96,13 @@ class TailPrinter:
             self.line(f"* connected to session {item.session_id} (newest event {item.last_event_id})")
         elif isinstance(item, HistoryTruncated):
             self.line(f"* history truncated: events {item.requested + 1} to {item.oldest_available - 1} were pruned")
+        elif item.type == "presence":
+            self.line(f"* online: {', '.join(item.data.get('online', [])) or 'nobody'}")
+        elif item.type in ("presence_joined", "presence_left"):
+            verb = "is online" if item.type == "presence_joined" else "went offline"
+            self.line(f"* {item.data.get('username')} {verb}")
+        elif item.type in _QUIET:
+            return  # typing notices come every few seconds, read positions on every scroll
         else:
             self.line(f"* {item.type} {json.dumps(item.data, ensure_ascii=False)}")
 

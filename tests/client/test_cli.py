@@ -144,3 +144,19 @@ def test_url_and_token_come_from_the_environment():
     assert str(request.url) == f"http://env.chorus.test:8123/sse/sessions/{SESSION}/"
     assert request.headers["authorization"] == "Token from-env" and request.headers["last-event-id"] == "4"
     assert out.getvalue() == f"* connected to session {SESSION} (newest event 4)\n"
+
+
+def test_presence_is_printed_and_typing_is_not():
+    from chorus_client.events import control_event
+
+    out = io.StringIO()
+    printer = TailPrinter(out, tty=False)
+    for name, data in [
+        ("presence", '{"online": ["alice", "bob"]}'),
+        ("typing", '{"username": "bob", "typing": true, "expiresIn": 6}'),
+        ("presence_joined", '{"username": "carol"}'),
+        ("read_position", '{"username": "bob", "lastEventId": 3}'),
+        ("presence_left", '{"username": "bob"}'),
+    ]:
+        printer.control(control_event(name, data))
+    assert out.getvalue().splitlines() == ["* online: alice, bob", "* carol is online", "* bob went offline"]

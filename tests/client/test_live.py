@@ -272,6 +272,7 @@ def test_tail_command_prints_events_and_one_final_line_per_answer(cluster, login
 
         try:
             assert next_line() == f"* connected to session {sid} (newest event 1)"
+            assert next_line() == "* online: alice"  # the presence snapshot (typing is not printed)
             assert next_line().startswith("#1 member_joined ")
             posted = alice.post_message(sid, "What next?", reply=True)
             assert next_line() == "#2 message_created alice: What next?"
@@ -318,8 +319,12 @@ def test_keepalives_keep_a_quiet_stream_open_past_the_read_timeout(cluster, logi
         finally:
             later.cancel()
     assert time.monotonic() - started >= 5
-    assert [type(item).__name__ for item in items] == ["Connected", "Event"]
-    assert items[1].data["content"] == "after the quiet"
+    assert [(type(item).__name__, item.type) for item in items] == [
+        ("Connected", "connection"),
+        ("ControlEvent", "presence"),
+        ("Event", "message_created"),
+    ]
+    assert items[2].data["content"] == "after the quiet"
 
 
 def test_a_pruned_history_is_surfaced_then_the_replay_continues(cluster, logins):
