@@ -327,7 +327,13 @@ CHORUS_PRUNE_INTERVAL_SECONDS = env_float("CHORUS_PRUNE_INTERVAL_SECONDS", 600)
 
 # SIGTERM/SIGINT first drain (realtime.shutdown): these hooks run (async callables), then
 # every stream ends; the whole drain takes at most CHORUS_SHUTDOWN_GRACE_SECONDS.
-CHORUS_SHUTDOWN_HOOKS = ["sessions_app.regenerations.runner.shutdown_hook"]
+CHORUS_SHUTDOWN_HOOKS = [
+    "sessions_app.regenerations.runner.shutdown_hook",
+    # Open /v1/ completions end with an in-band "shutting down" and their log rows are
+    # written before uvicorn's graceful timeout would cancel them (it sends lifespan
+    # shutdown only once every connection has closed).
+    "completions.asgi.completions_drain",
+]
 CHORUS_SHUTDOWN_GRACE_SECONDS = env_float("CHORUS_SHUTDOWN_GRACE_SECONDS", 5)
 
 # The worker registry (realtime.workers): each process records a heartbeat this often
@@ -408,6 +414,8 @@ if REDIS_URL:
             "BACKEND": "config.cache.FailOpenRedisCache",
             "LOCATION": REDIS_URL,
             "OPTIONS": REDIS_SOCKET_OPTIONS,
+            # Deployments (and test clusters) that share one Redis keep their counters apart.
+            "KEY_PREFIX": os.environ.get("CHORUS_CACHE_KEY_PREFIX", ""),
         }
     }
 else:

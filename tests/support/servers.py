@@ -98,6 +98,8 @@ class Cluster:
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "cross-process-test-key",
             "CHORUS_LOG_LEVEL": "WARNING",
+            # Throttle counters of one cluster never meet another's in the shared Redis.
+            "CHORUS_CACHE_KEY_PREFIX": self.database,
             **self.env,
         }
 
