@@ -321,6 +321,10 @@ CHORUS_STREAM_MAX_PER_USER = env_int("CHORUS_STREAM_MAX_PER_USER", 20)
 # Message posts per user (a DRF rate string; empty: no limit), counted in the cache.
 CHORUS_MESSAGE_RATE_USER = os.environ.get("CHORUS_MESSAGE_RATE_USER", "6000/minute")
 
+# --- Performance (issue 12) -------------------------------------------------------------
+# On PostgreSQL a message post (without "reply") is one statement (sessions_app.services).
+CHORUS_MESSAGE_POST_ONE_STATEMENT = env_bool("CHORUS_MESSAGE_POST_ONE_STATEMENT", True)
+
 # --- Static files and i18n --------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
