@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from realtime.replay import event_envelope, events_after, log_position
 from realtime.tickets import ticket_issue
 from sessions_app import schema, selectors, services
-from sessions_app.models import CollabSession, Role
+from sessions_app.models import ACTIVE_REGENERATION_STATUSES, CollabSession, Role
 from sessions_app.regenerations import selectors as regeneration_selectors
 from sessions_app.regenerations import services as regeneration_services
 from sessions_app.serializers import (
@@ -123,6 +123,7 @@ class MessageListApi(APIView):
         # this hold; a transaction would only make SQLite readers queue behind writers.
         last_event_id = selectors.session_last_event_id(session_id=session.pk)
         page = paginator.paginate_queryset(selectors.messages_for_session(session=session), request, view=self)
+        regeneration_selectors.contents_so_far(page)  # answers still being written
         response = paginator.get_paginated_response(MessageOutput(page, many=True).data)
         response.data["lastEventId"] = last_event_id
         return response
@@ -186,7 +187,9 @@ class MessageDetailApi(APIView):
     @extend_schema(responses=MessageOutput)
     def get(self, request: Request, session_id: str, message_id: str) -> Response:
         session, _ = session_for(request, session_id)
-        return Response(MessageOutput(selectors.message_get(session=session, message_id=message_id)).data)
+        message = selectors.message_get(session=session, message_id=message_id)
+        regeneration_selectors.contents_so_far([message])  # an answer still being written
+        return Response(MessageOutput(message).data)
 
     def _message(self, request: Request, session_id: str, message_id: str):
         session, role = session_for(request, session_id, need="write")
@@ -242,6 +245,10 @@ class RegenerationDetailApi(APIView):
         regeneration, _ = regeneration_selectors.regeneration_get_for_user(
             regeneration_id=regeneration_id, user=request.user
         )
+        if regeneration.status in ACTIVE_REGENERATION_STATUSES:  # its rows get the content when it ends
+            regeneration.content = regeneration_selectors.regeneration_content_so_far(
+                regeneration_id=regeneration.pk, session_id=regeneration.session_id
+            )
         return Response(RegenerationOutput(regeneration).data)
 
 
