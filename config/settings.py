@@ -324,6 +324,9 @@ CHORUS_MESSAGE_RATE_USER = os.environ.get("CHORUS_MESSAGE_RATE_USER", "6000/minu
 # --- Performance (issue 12) -------------------------------------------------------------
 # On PostgreSQL a message post (without "reply") is one statement (sessions_app.services).
 CHORUS_MESSAGE_POST_ONE_STATEMENT = env_bool("CHORUS_MESSAGE_POST_ONE_STATEMENT", True)
+# Benchmark only (bench regenerations-200): the local provider streams this many tokens,
+# each stamped with the time it left the provider. 0 (the default): its ordinary answers.
+CHORUS_LOCAL_BENCH_TOKENS = env_int("CHORUS_LOCAL_BENCH_TOKENS", 0)
 
 # --- Static files and i18n --------------------------------------------------------------
 STATIC_URL = "static/"
