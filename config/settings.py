@@ -322,8 +322,9 @@ CHORUS_STREAM_MAX_PER_USER = env_int("CHORUS_STREAM_MAX_PER_USER", 20)
 CHORUS_MESSAGE_RATE_USER = os.environ.get("CHORUS_MESSAGE_RATE_USER", "6000/minute")
 
 # --- Performance (issue 12) -------------------------------------------------------------
-# On PostgreSQL a message post (without "reply") is one statement (sessions_app.services).
-CHORUS_MESSAGE_POST_ONE_STATEMENT = env_bool("CHORUS_MESSAGE_POST_ONE_STATEMENT", True)
+# On PostgreSQL a message post (without "reply") and a regeneration's flush are one statement
+# each (sessions_app.services, sessions_app.regenerations.services); 0 for the general path.
+CHORUS_ONE_STATEMENT_WRITES = env_bool("CHORUS_ONE_STATEMENT_WRITES", True)
 # Benchmark only (bench regenerations-200): the local provider streams this many tokens,
 # each stamped with the time it left the provider. 0 (the default): its ordinary answers.
 CHORUS_LOCAL_BENCH_TOKENS = env_int("CHORUS_LOCAL_BENCH_TOKENS", 0)

@@ -230,7 +230,7 @@ def message_post(*, session: CollabSession, author: AbstractBaseUser, content: s
     On PostgreSQL a post without `reply` is one statement (`_message_post_one_statement`);
     when that statement cannot decide (a writer of the session committed while it waited
     for the lock) the post runs the general path below, which then decides."""
-    if not reply and settings.CHORUS_MESSAGE_POST_ONE_STATEMENT and connection.vendor == "postgresql":
+    if not reply and settings.CHORUS_ONE_STATEMENT_WRITES and connection.vendor == "postgresql":
         message = _message_post_one_statement(session=session, author=author, content=content)
         if message is not None:
             return message, None

@@ -32,11 +32,19 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from realtime import events
-from realtime.publish import control_send, event_publish
+from realtime.publish import (
+    control_send,
+    event_insert_params,
+    event_insert_sql,
+    event_prepare,
+    event_publish,
+    event_stored,
+)
+from realtime.sql import cached_sql, column, fetch_one, table
 from sessions_app.models import (
     ACTIVE_REGENERATION_STATUSES,
     CollabSession,
@@ -298,12 +306,57 @@ def regeneration_append(*, plan: RunPlan, offset: int, delta: str, progress: int
     progress; False if no longer running (nothing written).
 
     The delta is stored once, in the event; no content column is written (see the module
-    docstring: bytes grow linearly with the answer). `content`, the whole text so far, is
-    accepted for compatibility and not needed."""
+    docstring: bytes grow linearly with the answer). On PostgreSQL it is one statement
+    (`_append_one_statement`). `content`, the whole text so far, is accepted for
+    compatibility and not needed."""
     payload = events.regeneration_progress(
         message_id=str(plan.message_id), task_id=plan.task_id, progress=progress, offset=offset, delta=delta
     )
+    one_statement = connection.vendor == "postgresql" and settings.CHORUS_ONE_STATEMENT_WRITES
+    if one_statement and _append_one_statement(plan=plan, payload=payload, progress=progress):
+        return True
     return _run_step(plan, payload, progress=progress)
+
+
+@cached_sql
+def _append_sql() -> str:
+    """A flush as one statement: the session row lock by numbering the event (step 1 of
+    the lock order), taken only if the regeneration is running in the statement's
+    snapshot and no event was published to the session between that snapshot and the
+    lock (every status change of a regeneration but its claim publishes one, under the
+    session lock: see sessions_app.services._post_lock_sql for how READ COMMITTED re-checks
+    the counter); then the regeneration's progress and lease, then the event."""
+    session, last, pk = table(CollabSession), column(CollabSession, "last_event_id"), column(CollabSession, "id")
+    regeneration, status = table(Regeneration), column(Regeneration, "status")
+    regeneration_pk = column(Regeneration, "id")
+    running = f"'{RegenerationStatus.RUNNING.value}'"
+    return (
+        f"WITH locked AS (UPDATE {session} SET {last} = {last} + 1"
+        f" WHERE {pk} = %s AND {last} = (SELECT {last} FROM {session} WHERE {pk} = %s)"
+        f" AND EXISTS (SELECT 1 FROM {regeneration} WHERE {regeneration_pk} = %s AND {status} = {running})"
+        f" RETURNING {last} AS seq),"
+        f" run AS (UPDATE {regeneration} SET {column(Regeneration, 'progress')} = %s,"
+        f" {column(Regeneration, 'heartbeat_at')} = %s FROM locked"
+        f" WHERE {regeneration}.{regeneration_pk} = %s AND {regeneration}.{status} = {running} RETURNING locked.seq),"
+        f" event AS ({event_insert_sql(seq_sql='run.seq', source='run')})"
+        " SELECT (SELECT seq FROM locked), (SELECT seq FROM run)"
+    )
+
+
+def _append_one_statement(*, plan: RunPlan, payload: events.EventPayload, progress: int) -> bool:
+    """`regeneration_append` in one statement on PostgreSQL; False, having written
+    nothing, when it cannot decide (the general path then does)."""
+    pending = event_prepare(session_id=plan.session_id, payload=payload)
+    session_id, regeneration_id = plan.session_id, plan.regeneration_id
+    params = [session_id, session_id, regeneration_id, progress, timezone.now(), regeneration_id]
+    locked, run = fetch_one(_append_sql(), [*params, *event_insert_params(pending)])
+    if locked is None:
+        return False
+    if run is None:  # cannot happen while every status change publishes (see _append_sql)
+        logger.error("regeneration %s: event %s numbered but not written", regeneration_id, locked)
+        return True
+    event_stored(pending, run)
+    return True
 
 
 def regeneration_complete(*, plan: RunPlan, content: str) -> bool:

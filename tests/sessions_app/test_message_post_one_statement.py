@@ -65,9 +65,9 @@ def test_the_one_statement_post_stores_the_rows_of_the_general_path(settings, al
     for session in (one, general):
         services.member_add(session=session, username="bob", role="editor")
 
-    settings.CHORUS_MESSAGE_POST_ONE_STATEMENT = True
+    settings.CHORUS_ONE_STATEMENT_WRITES = True
     posted, _ = services.message_post(session=one, author=bob, content=content)
-    settings.CHORUS_MESSAGE_POST_ONE_STATEMENT = False
+    settings.CHORUS_ONE_STATEMENT_WRITES = False
     services.message_post(session=general, author=bob, content=content)
 
     assert len(statements) == 1 and statements[0] is not None  # the first post was one statement
