@@ -230,11 +230,23 @@ def message_post(*, session: CollabSession, author: AbstractBaseUser, content: s
     On PostgreSQL a post without `reply` is one statement (`_message_post_one_statement`);
     when that statement cannot decide (a writer of the session committed while it waited
     for the lock) the post runs the general path below, which then decides."""
-    if not reply and settings.CHORUS_ONE_STATEMENT_WRITES and connection.vendor == "postgresql":
-        message = _message_post_one_statement(session=session, author=author, content=content)
+    if not reply:
+        message = message_post_one_statement(session_id=session.pk, author=author, content=content)
         if message is not None:
             return message, None
     return _message_post_in_transaction(session=session, author=author, content=content, reply=reply)
+
+
+def message_post_one_statement(*, session_id: UUID, author: AbstractBaseUser, content: str) -> Message | None:
+    """A post (without reply) as one statement on PostgreSQL, which also decides whether
+    the session exists and `author` may write to it: nothing needs to be read first.
+    Returns None, having written nothing, where it cannot decide (not PostgreSQL,
+    CHORUS_ONE_STATEMENT_WRITES off, no such session, not a writer, or a writer of the
+    session committed while it waited): the caller then takes the general path
+    (`message_post`), which reads, re-checks under the lock and answers."""
+    if not settings.CHORUS_ONE_STATEMENT_WRITES or connection.vendor != "postgresql":
+        return None
+    return _message_post_one_statement(session_id=session_id, author=author, content=content)
 
 
 @transaction.atomic
@@ -286,23 +298,25 @@ def _post_sql(message_sql: str) -> str:
     )
 
 
-def _message_post_one_statement(*, session: CollabSession, author: AbstractBaseUser, content: str) -> Message | None:
+def _message_post_one_statement(*, session_id: UUID, author: AbstractBaseUser, content: str) -> Message | None:
     """A post as one statement on PostgreSQL (no BEGIN/COMMIT round trips, one statement
     instead of four): lock the session row by numbering the event (`_post_lock_sql`),
     insert the event and the message, in the lock order. Returns None, having written
     nothing, if the statement could not decide; stores exactly the rows `message_create`
     stores (tests compare them) and broadcasts after commit."""
-    message = Message(session=session, author=author, content=content, role=MessageRole.USER, created_at=timezone.now())
+    message = Message(
+        session_id=session_id, author=author, content=content, role=MessageRole.USER, created_at=timezone.now()
+    )
     message.full_clean(
         exclude=["session", "author", "original_message"], validate_unique=False, validate_constraints=False
     )
     pending = event_prepare(
-        session_id=session.pk,
+        session_id=session_id,
         payload=events.message_created(
             message_id=str(message.pk), role=message.role, author=author.get_username(), content=content
         ),
     )
-    session_id = db_value(CollabSession, "id", session.pk)
+    session_id = db_value(CollabSession, "id", session_id)
     message_sql, message_params = insert_select(message, source="locked")
     sql = _post_sql(message_sql)
     params = [session_id, session_id, session_id, author.pk, *event_insert_params(pending), *message_params]

@@ -88,7 +88,7 @@ def test_a_member_removed_while_the_statement_waits_for_the_lock_cannot_write(ap
     )
     assert one.value().status_code == 204
     assert two.value().status_code == 404
-    assert statements == [None]  # the statement waited, then handed over
+    assert statements == [None]  # the statement waited, then handed over (the general path: 404)
     assert not Message.objects.filter(session=collab, content="too late").exists()
     session = CollabSession.objects.get(pk=collab.pk)
     assert session.last_event_id == before + 1  # member_left only: no gap, no stray number
@@ -106,7 +106,9 @@ def test_a_post_that_waited_for_another_post_is_written_after_it(api, collab, al
     )
     first = one.value()
     assert two.value().status_code == 201
-    assert statements == [None]
+    # It waited and handed over; the general path's own attempt then ran after the first
+    # post had committed (one statement again, or the transaction).
+    assert statements[0] is None and len(statements) <= 2
     rows = list(Event.objects.filter(session=collab).order_by("seq").values_list("seq", "type", "data"))
     assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
     assert [(kind, data["content"]) for _, kind, data in rows[-2:]] == [
