@@ -155,35 +155,35 @@ def event_insert_sql(*, seq_sql: str, source: str) -> str:
 
 def event_insert_params(pending: PendingEvent) -> list:
     _, _, fields = _event_insert_parts()
-    event = Event(
-        session_id=pending.session_id, seq=0, type=pending.type, data=pending.data, created_at=pending.created_at
-    )
+    values = {
+        "session": pending.session_id,
+        "type": pending.type,
+        "data": pending.data,
+        "created_at": pending.created_at,
+    }
     params: list = []
     for field in fields:
         if field.name == "envelope":
             params += [_ENVELOPE_HEAD, pending.envelope_tail]
         elif field.name != "seq":
-            params.append(field.get_db_prep_save(field.pre_save(event, True), connection))
+            # What save() stores: these fields' pre_save returns the value as set.
+            params.append(field.get_db_prep_save(values[field.name], connection))
     return params
 
 
-def event_stored(pending: PendingEvent, seq: int) -> Event:
-    """The caller's statement stored `pending` as number `seq`: the Event, and its
-    broadcast after commit (as `event_publish` does)."""
-    event = Event(
-        session_id=pending.session_id,
-        seq=seq,
-        type=pending.type,
-        data=pending.data,
-        envelope=pending.envelope(seq),
-        created_at=pending.created_at,
-    )
-    event._state.adding = False
-    event._state.db = connection.alias
-    message = broadcast_message(event)
+def event_stored(pending: PendingEvent, seq: int) -> None:
+    """The caller's statement stored `pending` as number `seq`: broadcast it after commit
+    (as `event_publish` does)."""
+    message = {
+        "type": BROADCAST_MESSAGE_TYPE,
+        "session": str(pending.session_id),
+        "seq": seq,
+        "event": pending.type,
+        "envelope": pending.envelope(seq),
+        "publishedAt": timezone.now().timestamp(),
+    }
     session_uuid = pending.session_id
     transaction.on_commit(lambda: broadcast(session_uuid, message))
-    return event
 
 
 def broadcast_message(event: Event) -> dict:

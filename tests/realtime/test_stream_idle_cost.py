@@ -17,20 +17,21 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
 async def test_an_open_stream_runs_in_its_own_task_only(asgi_app, collab, alice):
+    """Channels' consumer wraps every `receive()` in a Task of its own (await_many_dispatch);
+    a stream awaits it in the Task the server runs it in."""
     headers = await database_sync_to_async(auth)(alice)
-    async with ASGIStream(asgi_app, stream_path(collab), headers=headers) as first:
-        await first.next_event()  # the hub's own tasks exist from here on
-        before = len(asyncio.all_tasks())
-        streams = [ASGIStream(asgi_app, stream_path(collab), headers=headers) for _ in range(5)]
+    streams = [ASGIStream(asgi_app, stream_path(collab), headers=headers) for _ in range(5)]
+    for stream in streams:
+        await stream.__aenter__()
+        await stream.next_event()
+    try:
+        app_tasks = {stream.task for stream in streams}
+        receiving = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "ASGIStream._receive"]
+        assert receiving == []
+        assert all(not task.done() for task in app_tasks)
+    finally:
         for stream in streams:
-            await stream.__aenter__()
-            await stream.next_event()
-        try:
-            # One Task each: the one the server (here ASGIStream) runs the app in.
-            assert len(asyncio.all_tasks()) - before == len(streams)
-        finally:
-            for stream in streams:
-                await stream.disconnect()
+            await stream.disconnect()
 
 
 class CountingStream:
