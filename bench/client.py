@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import multiprocessing
 import random
+import re
 import resource
 import time
 import traceback
@@ -31,6 +32,8 @@ from array import array
 from dataclasses import dataclass
 
 MARKER = b"bench@"
+_STAMP = re.compile(rb"[0-9]+\.[0-9]+")
+_REGENERATED = b'"type":"message_regenerated"'
 _TIMESTAMP_KEY = b'"timestamp":"'
 RECONNECT_DELAY = 0.5  # seconds; browsers wait `retry:` (3 s), the benchmark wants the figure sooner
 
@@ -227,8 +230,14 @@ _background: set[asyncio.Task] = set()
 def _published_at(buf: bytes, start: int, end: int) -> float | None:
     mark = buf.find(MARKER, start, end)
     if mark >= 0:
-        # The marker is the whole message content, so the JSON string's quote ends it.
-        return float(buf[mark + 6 : buf.find(b'"', mark, end)])
+        # A message's content is the marker (a quote ends it); a regeneration's delta holds
+        # one stamp per token (`bench@<time> <token>`, CHORUS_LOCAL_BENCH_TOKENS): the
+        # first is the oldest token of the flush. The whole stamped answer in
+        # `message_regenerated` measures nothing.
+        number = _STAMP.match(buf, mark + 6, end)
+        if buf.find(_REGENERATED, start, end) >= 0:
+            return None
+        return float(number.group()) if number else None
     mark = buf.find(_TIMESTAMP_KEY, start, end)
     if mark >= 0:
         mark += len(_TIMESTAMP_KEY)

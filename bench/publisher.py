@@ -154,3 +154,30 @@ async def paced_publish(
     if tasks:
         await asyncio.gather(*tasks)
     return result
+
+
+async def closed_loop_publish(api: Api, sessions: Sequence[str], count: int, writers: int) -> PublishResult:
+    """`writers` concurrent writers, each posting to its own session (writer i to
+    sessions[i % len(sessions)], through server process i mod N) as fast as the server
+    answers: the next post leaves when the previous one is answered. `count` posts in all."""
+    result = PublishResult(requested=count)
+    next_index = 0
+
+    async def writer(w: int) -> None:
+        nonlocal next_index
+        session = sessions[w % len(sessions)]
+        while next_index < count:
+            next_index += 1
+            try:
+                sent = time.perf_counter()
+                await api.post_message(session, stamp(), index=w)
+                result.request_ms.append((time.perf_counter() - sent) * 1000)
+                result.ok += 1
+                result.per_session[session] = result.per_session.get(session, 0) + 1
+                result.finished = time.time()
+            except Exception as exc:
+                result.errors.append(repr(exc))
+
+    result.started = time.time()
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    return result

@@ -9,7 +9,7 @@ import re
 import time
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -17,7 +17,7 @@ import httpx
 
 from bench import procstats
 from bench.client import Spec, WorkerHandle
-from bench.publisher import Api, PublishResult, bounded, paced_publish, stamp
+from bench.publisher import Api, PublishResult, bounded, closed_loop_publish, paced_publish, stamp
 from bench.report import Row, percentiles
 from tests.support.servers import Cluster
 
@@ -51,6 +51,16 @@ class Scenario:
                 f"{self.subs} subscribers, events at {self.rate:g}/s for {self.extra['seconds']:g}s, "
                 f"all drop at {self.extra['drop_at']:g}s and reconnect with Last-Event-ID"
             )
+        if self.kind == "writers":
+            return (
+                f"{self.extra['writers']} writers posting back to back (each to its own session, "
+                f"{self.subs // self.sessions} subscribers each), {self.events} posts"
+            )
+        if self.kind == "regenerations":
+            return (
+                f"{self.sessions} sessions x {self.subs // self.sessions} subscribers, one local regeneration each "
+                f"at once ({self.extra['tokens']} tokens, token delay {self.extra['token_delay_ms']:g} ms)"
+            )
         if self.kind == "presence":
             churn = self.extra["churn_rate"]
             who = f"{self.extra['churn_users']} other users joining and leaving at {churn:g}/s" if churn else "no churn"
@@ -79,6 +89,14 @@ DEFAULT = [
     ),
     Scenario("presence-1000", "presence", subs=1000, events=200, rate=20, extra={**PRESENCE, "churn_rate": 0}),
     Scenario("presence-churn-1000", "presence", subs=1000, events=200, rate=20, extra={**PRESENCE, "churn_rate": 50}),
+    Scenario("writers-8", "writers", subs=16, sessions=8, events=4000, extra={"writers": 8}),
+    Scenario(
+        "regenerations-200",
+        "regenerations",
+        subs=600,
+        sessions=200,
+        extra={"tokens": 300, "token_delay_ms": 10},
+    ),
 ]
 
 QUICK = [
@@ -97,6 +115,8 @@ QUICK = [
     ),
     Scenario("presence-1000", "presence", subs=100, events=40, rate=20, extra={**PRESENCE, "churn_rate": 0}),
     Scenario("presence-churn-1000", "presence", subs=100, events=40, rate=20, extra={**PRESENCE, "churn_rate": 50}),
+    Scenario("writers-8", "writers", subs=16, sessions=8, events=400, extra={"writers": 8}),
+    Scenario("regenerations-200", "regenerations", subs=60, sessions=20, extra={"tokens": 60, "token_delay_ms": 10}),
 ]
 
 
@@ -143,6 +163,8 @@ class Bench:
             "storm": self._storm,
             "tokens": self._tokens,
             "presence": self._presence,
+            "writers": self._writers,
+            "regenerations": self._regenerations,
         }[scenario.kind]
         row = Row(scenario=scenario.name, description=scenario.describe(), server=self.options.server)
         row.notes["client_processes"] = len(self.workers)
@@ -394,6 +416,14 @@ class Bench:
             row.notes["regenerations"] = {s: statuses.count(s) for s in sorted(set(statuses))}
             row.notes["latency_source"] = "envelope timestamp (server clock, ms resolution)"
 
+    async def _writers(self, sc: Scenario, row: Row) -> None:
+        await _writers_body(self, sc, row)
+
+    async def _regenerations(self, sc: Scenario, row: Row) -> None:
+        from bench.regenerations import run_regenerations
+
+        await run_regenerations(self, sc, row)
+
     async def _presence(self, sc: Scenario, row: Row) -> None:
         """Ordinary events to a large session while other users' streams come and go: each
         arrival or departure is a `presence_joined`/`presence_left` frame to every
@@ -418,6 +448,26 @@ class Bench:
                 stop.set()
                 stats = await churn
             row.notes["churn"] = stats
+
+
+async def _writers_body(bench: Bench, sc: Scenario, row: Row) -> None:
+    """8 writers back to back: the posts/s two processes take, POST latency, CPU per post."""
+    # The per-user post limit (100/s by default) is lifted: this measures the server.
+    async with bench.cluster(row, {"CHORUS_MESSAGE_RATE_USER": "10000000/minute"}) as ctx:
+        created = await bounded(
+            8, [lambda i=i: ctx.api.create_session(f"writer-{i}", index=i) for i in range(sc.sessions)]
+        )
+        sessions = [s["id"] for s in created]
+        await ctx.warm_up(sessions[:1])
+        per = sc.subs // sc.sessions
+        await ctx.open_subscribers(row, sc.subs, ctx.specs([s for s in sessions for _ in range(per)], viewers=False))
+
+        async def publish() -> PublishResult:
+            return await closed_loop_publish(ctx.api, sessions, sc.events, sc.extra["writers"])
+
+        await ctx.publish_and_measure(row, sessions, sc.events, 0, per_event=True, publisher=publish)
+        summary = row.notes["publish"]
+        row.key_time = f"{summary['achieved_rate']:.0f} posts/s, POST p50 {summary['post_ms_p50']} ms"
 
 
 async def churn_presence(
@@ -617,7 +667,13 @@ class Context:
             row.notes["delivery_only_cpu_ms_per_1k"] = round(max(0.0, rest) / row.received * 1000, 1)
 
     async def publish_and_measure(
-        self, row: Row, sessions: Sequence[str], events: int, rate: float, per_event: bool = False
+        self,
+        row: Row,
+        sessions: Sequence[str],
+        events: int,
+        rate: float,
+        per_event: bool = False,
+        publisher: Callable[[], Awaitable[PublishResult]] | None = None,
     ) -> None:
         bench = self.bench
         # The newest ids before publishing, read outside the measured window: each post
@@ -628,7 +684,10 @@ class Context:
         )
         await bench._broadcast("reset_latencies")
         before = self.snapshot()
-        published = await paced_publish(self.api, sessions, events, rate)
+        if publisher is None:
+            published = await paced_publish(self.api, sessions, events, rate)
+        else:
+            published = await publisher()
         bench.log(f"   published {published.ok}/{events} at {published.summary()['achieved_rate']}/s")
         if published.errors:  # a failed post may still have stored its event: ask
             ends = await bounded(

@@ -431,6 +431,14 @@ CHORUS_STREAM_MAX_PER_USER = env_int("CHORUS_STREAM_MAX_PER_USER", 20)
 # Message posts per user (a DRF rate string; empty: no limit), counted in the cache.
 CHORUS_MESSAGE_RATE_USER = os.environ.get("CHORUS_MESSAGE_RATE_USER", "6000/minute")
 
+# --- Performance (issue 12) -------------------------------------------------------------
+# On PostgreSQL a message post (without "reply") and a regeneration's flush are one statement
+# each (sessions_app.services, sessions_app.regenerations.services); 0 for the general path.
+CHORUS_ONE_STATEMENT_WRITES = env_bool("CHORUS_ONE_STATEMENT_WRITES", True)
+# Benchmark only (bench regenerations-200): the local provider streams this many tokens,
+# each stamped with the time it left the provider. 0 (the default): its ordinary answers.
+CHORUS_LOCAL_BENCH_TOKENS = env_int("CHORUS_LOCAL_BENCH_TOKENS", 0)
+
 # --- Static files and i18n --------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -8,9 +8,12 @@ message carries the id, and a stream that sees a gap reads the database, which i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
 from uuid import UUID
 
 from asgiref.sync import async_to_sync
@@ -24,6 +27,7 @@ from realtime import metrics
 from realtime.events import EventPayload, EventType, envelope, envelope_json
 from realtime.models import Event
 from realtime.sql import cached_sql, db_value, insert
+from realtime.sql import table as table_name
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,99 @@ def event_publish(*, session_id: UUID | str, payload: EventPayload) -> Event:
         message = broadcast_message(event)
         transaction.on_commit(lambda: broadcast(session_uuid, message))
     return event
+
+
+# --- one statement per publish (PostgreSQL) -------------------------------------------------
+_ENVELOPE_HEAD = '{"id":'
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event whose number is not known yet: everything `event_publish` stores but the
+    number, for a caller that numbers and inserts it inside a statement of its own
+    (`event_insert_sql`), then hands the number to `event_stored`. The envelope is
+    serialized here, by the same code as `event_publish`'s, without its leading id."""
+
+    session_id: UUID
+    type: str
+    data: dict
+    created_at: dt.datetime
+    envelope_tail: str
+
+    def envelope(self, seq: int) -> str:
+        return f"{_ENVELOPE_HEAD}{seq}{self.envelope_tail}"
+
+
+def event_prepare(*, session_id: UUID | str, payload: EventPayload) -> PendingEvent:
+    """The event `payload` will be, but for its number (see PendingEvent)."""
+    if not isinstance(payload.type, EventType):
+        raise ValueError(f"unknown event type {payload.type!r}")
+    session_uuid = UUID(str(session_id))
+    created_at = timezone.now()
+    body = envelope_json(
+        envelope(seq=0, type=payload.type.value, session_id=str(session_uuid), created_at=created_at, data=payload.data)
+    )
+    head = f"{_ENVELOPE_HEAD}0"
+    assert body.startswith(head)  # "id" is the envelope's first key (realtime.events.envelope)
+    return PendingEvent(session_uuid, payload.type.value, payload.data, created_at, body[len(head) :])
+
+
+@cached_sql
+def _event_insert_parts() -> tuple[str, str, list]:
+    fields = [f for f in Event._meta.concrete_fields if not (f.primary_key and f.db_returning)]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return table_name(Event), columns, fields
+
+
+@cache
+def event_insert_sql(*, seq_sql: str, source: str) -> str:
+    """`INSERT INTO event … SELECT … FROM {source}`, the number taken from the expression
+    `seq_sql` of `source` (e.g. a CTE that updated the session's counter), for PostgreSQL.
+    Its parameters are `event_insert_params(pending)`, in order. Every value is cast to its
+    column's type: a parameter in a SELECT list would otherwise be taken as text."""
+    name, columns, fields = _event_insert_parts()
+    values = []
+    for field in fields:
+        if field.name == "seq":
+            values.append(seq_sql)
+        elif field.name == "envelope":
+            values.append(f"(%s || ({seq_sql})::text || %s)")
+        else:
+            values.append(f"%s::{field.db_type(connection)}")
+    return f"INSERT INTO {name} ({columns}) SELECT {', '.join(values)} FROM {source}"
+
+
+def event_insert_params(pending: PendingEvent) -> list:
+    _, _, fields = _event_insert_parts()
+    values = {
+        "session": pending.session_id,
+        "type": pending.type,
+        "data": pending.data,
+        "created_at": pending.created_at,
+    }
+    params: list = []
+    for field in fields:
+        if field.name == "envelope":
+            params += [_ENVELOPE_HEAD, pending.envelope_tail]
+        elif field.name != "seq":
+            # What save() stores: these fields' pre_save returns the value as set.
+            params.append(field.get_db_prep_save(values[field.name], connection))
+    return params
+
+
+def event_stored(pending: PendingEvent, seq: int) -> None:
+    """The caller's statement stored `pending` as number `seq`: broadcast it after commit
+    (as `event_publish` does)."""
+    message = {
+        "type": BROADCAST_MESSAGE_TYPE,
+        "session": str(pending.session_id),
+        "seq": seq,
+        "event": pending.type,
+        "envelope": pending.envelope(seq),
+        "publishedAt": timezone.now().timestamp(),
+    }
+    session_uuid = pending.session_id
+    transaction.on_commit(lambda: broadcast(session_uuid, message))
 
 
 def broadcast_message(event: Event) -> dict:

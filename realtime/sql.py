@@ -101,3 +101,24 @@ def insert(instance: Model) -> None:
             instance.pk = cursor.fetchone()[0]
     instance._state.adding = False
     instance._state.db = connection.alias
+
+
+@cache
+def _insert_select_sql(model: type[Model], source: str, vendor: str) -> str:
+    _, fields, returning = _insert_plan(model, vendor)
+    if returning:
+        raise ValueError(f"{model.__name__}: a database-generated primary key is not supported here")
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = ", ".join(f"%s::{f.db_type(connection)}" for f in fields)
+    return f"INSERT INTO {table(model)} ({columns}) SELECT {values} FROM {source}"
+
+
+def insert_select(instance: Model, *, source: str) -> tuple[str, list]:
+    """`INSERT INTO … SELECT <instance's values> FROM {source}` and its parameters, for a
+    data-modifying CTE on PostgreSQL: the row is inserted once per row of `source` (none
+    if `source` is empty). Values are prepared as `insert` prepares them and each is cast
+    to its column's type (in a SELECT list a parameter would otherwise be text)."""
+    model = type(instance)
+    sql = _insert_select_sql(model, source, connection.vendor)
+    _, fields, _ = _insert_plan(model, connection.vendor)
+    return sql, [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]

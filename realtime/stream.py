@@ -27,7 +27,6 @@ import asyncio
 import json
 import logging
 import re
-from collections import deque
 from urllib.parse import parse_qs
 from uuid import UUID
 
@@ -113,34 +112,46 @@ class SessionStream(AsyncHttpConsumer):
     username = ""
     grant: Grant | None = None  # set once the headers are sent (realtime.hub re-checks it)
 
+    # Per-stream state. What most streams never change is a class-level default and becomes
+    # an instance attribute only when set: thousands of streams sit idle, and every object
+    # a stream holds is memory times that (issue 12: 18.5 -> see bench/README.md).
+    _hub: Hub | None = None
+    _task: asyncio.Task | None = None
+    _opened = False  # headers and the opening frames sent
+    _closed = False
+    _aborted = False
+    _live = False
+    _last_seq = 0
+    _held: list[tuple[int, bytes]] | tuple = ()  # live events held while catching up
+    _inflight: asyncio.Task | None = None  # a write waiting on the client's socket
+    _backlog: list[bytes] | None = None  # what is written meanwhile
+    _catchup: asyncio.Task | None = None
+    _closer: asyncio.Task | None = None
+    _last_write = 0.0
+    _deadline = 0.0
+    _counted_user: int | None = None  # the user this stream counts against
+    _ending: bytes | None = None  # ended before its headers: the last words
+    _shutdown_pending = False  # the server began draining while this opened
+    _recheck_when_open = False  # a re-check was asked for while this opened
+
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._hub: Hub | None = None
-        self._task: asyncio.Task | None = None
-        self._opened = False  # headers and the opening frames sent
-        self._shutdown_pending = False  # the server began draining while this opened
-        self._closed = False
-        self._aborted = False
-        self._live = False
-        self._last_seq = 0
-        self._held: list[tuple[int, bytes]] = []
-        self._inflight: asyncio.Task | None = None
-        self._backlog: deque[bytes] = deque()
-        self._catchup: asyncio.Task | None = None
-        self._closer: asyncio.Task | None = None
-        self._last_write = 0.0
-        self._deadline = 0.0
-        self._queue_size = settings.CHORUS_STREAM_QUEUE_SIZE
-        self._page_size = settings.CHORUS_REPLAY_PAGE_SIZE
-        self._counted_user: int | None = None  # the user this stream counts against
-        self._ending: bytes | None = None  # ended before its headers: the last words
-        self._recheck_when_open = False
+        # Not AsyncHttpConsumer's: its request-body buffer is never used by a stream.
+        pass
 
     # --- ASGI plumbing ----------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
+        # AsyncConsumer.__call__ without a channel layer, minus its per-connection Task:
+        # it receives through `await_many_dispatch`, which wraps every `receive()` in a
+        # Task of its own and waits on it with asyncio.wait (a Task, a waiter future and
+        # their frames per idle stream). One receive source needs none of that.
         self._task = asyncio.current_task()
+        self.scope = scope
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         except asyncio.CancelledError:
             if not self._aborted:
                 raise
@@ -213,7 +224,10 @@ class SessionStream(AsyncHttpConsumer):
             # than a request that hangs (the thread finishes its query when it can).
             start: StreamStart = await asyncio.wait_for(
                 stream_db(stream_open)(
-                    credentials=credentials, session_id=session_id, after=after, page_size=self._page_size
+                    credentials=credentials,
+                    session_id=session_id,
+                    after=after,
+                    page_size=settings.CHORUS_REPLAY_PAGE_SIZE,
                 ),
                 settings.CHORUS_STREAM_OPEN_TIMEOUT_SECONDS,
             )
@@ -272,7 +286,7 @@ class SessionStream(AsyncHttpConsumer):
             # Something that may end this stream happened while it was opening (a
             # member_left, a revoked token) after its opening query had already run.
             hub.recheck([self])
-        if len(start.rows) >= self._page_size or not self._release_held():
+        if len(start.rows) >= settings.CHORUS_REPLAY_PAGE_SIZE or not self._release_held():
             self._start_catch_up()
 
     def _credentials(self, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> Credentials:
@@ -302,13 +316,19 @@ class SessionStream(AsyncHttpConsumer):
                 self._write(frame)
                 return
             self._live = False  # a gap: hold live events and read the missing ones
-            self._held.append((seq, frame))
+            self._hold(seq, frame)
             self._start_catch_up()
             return
-        if len(self._held) >= self._queue_size:
+        if len(self._held) >= settings.CHORUS_STREAM_QUEUE_SIZE:
             self._abort("queue_full")
             return
-        self._held.append((seq, frame))
+        self._hold(seq, frame)
+
+    def _hold(self, seq: int, frame: bytes) -> None:
+        if self._held:
+            self._held.append((seq, frame))
+        else:
+            self._held = [(seq, frame)]
 
     def ephemeral(self, frame: bytes) -> None:
         """An unnumbered frame (presence, typing, read positions): written as it comes,
@@ -316,13 +336,21 @@ class SessionStream(AsyncHttpConsumer):
         if self._opened and not self._closed:
             self._write(frame)
 
-    def tick(self, now: float) -> None:
-        if self._closed or not self._opened:
-            return  # still opening: no deadline yet, and nothing may precede the headers
+    def tick(self, now: float) -> float | None:
+        """Keepalive and lifetime, called by the hub's sweep. Returns when the stream next
+        needs a tick (None: it ended), so that the hub visits an idle stream about once per
+        CHORUS_KEEPALIVE_SECONDS instead of at every sweep."""
+        if self._closed:
+            return None
+        if not self._opened:
+            return now  # still opening: no deadline yet, and nothing may precede the headers
         if now >= self._deadline:
             self._end("max_lifetime")
-        elif self._inflight is None and now - self._last_write >= settings.CHORUS_KEEPALIVE_SECONDS:
+            return None
+        keepalive = settings.CHORUS_KEEPALIVE_SECONDS
+        if self._inflight is None and now - self._last_write >= keepalive:
             self._write(sse.KEEPALIVE)
+        return min(self._deadline, self._last_write + keepalive)
 
     def access_changed(self) -> None:
         if self._closed:
@@ -352,18 +380,19 @@ class SessionStream(AsyncHttpConsumer):
     async def _catch_up(self) -> None:
         """Write stored events after `_last_seq` until the held live events continue the
         run; then the stream is live again."""
+        page_size = settings.CHORUS_REPLAY_PAGE_SIZE
         try:
             while not self._closed:
                 up_to = max(seq for seq, _ in self._held) if self._held else None
                 rows = await stream_db(replay_rows)(
-                    session_id=self.session_key, after=self._last_seq, limit=self._page_size, up_to=up_to
+                    session_id=self.session_key, after=self._last_seq, limit=page_size, up_to=up_to
                 )
                 if self._closed:
                     return
                 if rows:
                     self._write(b"".join(self._page(rows)))
                     await self._drained()
-                    if len(rows) >= self._page_size:
+                    if len(rows) >= page_size:
                         continue
                 elif self._held and min(seq for seq, _ in self._held) > self._last_seq + 1:
                     # The missing ids are no longer stored (pruned meanwhile): say so, and
@@ -384,7 +413,7 @@ class SessionStream(AsyncHttpConsumer):
     def _release_held(self) -> bool:
         """Write the held events that continue the run. True if none is left (live)."""
         held = sorted(self._held)
-        self._held = []
+        self._held = ()
         out = []
         for index, (seq, frame) in enumerate(held):
             if seq <= self._last_seq:
@@ -431,8 +460,11 @@ class SessionStream(AsyncHttpConsumer):
         if self._hub is not None:
             self._last_write = self._hub.loop.time()
         if self._inflight is not None:
-            self._backlog.append(data)
-            if len(self._backlog) > self._queue_size:
+            if self._backlog is None:
+                self._backlog = [data]
+            else:
+                self._backlog.append(data)
+            if len(self._backlog) > settings.CHORUS_STREAM_QUEUE_SIZE:
                 self._abort("queue_full")
             return
         try:
@@ -451,7 +483,7 @@ class SessionStream(AsyncHttpConsumer):
             return
         if self._backlog and not self._closed:
             data = b"".join(self._backlog)
-            self._backlog.clear()
+            self._backlog = None
             self._write(data)
 
     async def _drained(self) -> None:
@@ -476,8 +508,8 @@ class SessionStream(AsyncHttpConsumer):
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self._drained()
-                body = b"".join(self._backlog) + last_words
-                self._backlog.clear()
+                body = b"".join(self._backlog or ()) + last_words
+                self._backlog = None
                 await self.base_send({"type": "http.response.body", "body": body, "more_body": False})
         except TimeoutError:
             self._abort("close_timeout")
@@ -507,8 +539,8 @@ class SessionStream(AsyncHttpConsumer):
         if self._counted_user is not None:
             user_streams.give_back(self._counted_user)
             self._counted_user = None
-        self._held = []
-        self._backlog.clear()
+        self._held = ()
+        self._backlog = None
         for task in (self._catchup, self._inflight, self._closer):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()

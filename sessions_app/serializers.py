@@ -1,10 +1,15 @@
 """Input serializers reject bad input (400, nothing changed); output serializers render
 the camelCase shapes of CONTRACT §3."""
 
+import re
+
 from django.conf import settings
 from rest_framework import serializers
 
 from sessions_app.models import CollabSession, Membership, MessageRole, Regeneration, Role
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # what DRF's ProhibitSurrogateCharactersValidator refuses
+_DATETIME = serializers.DateTimeField()  # renders as every DateTimeField of ours (settings.USE_TZ, DRF's format)
 
 
 class StrictCharField(serializers.CharField):
@@ -51,6 +56,29 @@ class MemberInput(serializers.Serializer):
 class MessageInput(serializers.Serializer):
     content = StrictCharField(max_length=settings.CHORUS_MAX_MESSAGE_CHARS, trim_whitespace=False)
     reply = StrictBooleanField(default=False)
+
+    def to_internal_value(self, data):
+        # The common valid body is accepted without building the fields (a deep copy of
+        # each declared field per request: about 0.1 ms of a post's CPU); anything else,
+        # every invalid body included, goes through the fields and gets their errors.
+        # Tests compare both ways on valid and invalid bodies.
+        if type(data) is dict and data.keys() <= {"content", "reply"}:
+            content, reply = data.get("content"), data.get("reply", False)
+            if (
+                type(content) is str
+                and 0 < len(content) <= settings.CHORUS_MAX_MESSAGE_CHARS
+                and type(reply) is bool
+                and "\x00" not in content
+                and (content.isascii() or not _SURROGATE.search(content))
+            ):
+                return {"content": content, "reply": reply}
+        return super().to_internal_value(data)
+
+    def run_validators(self, value):
+        # Serializer.run_validators builds the fields to collect read-only defaults, and
+        # this serializer has neither those nor validators of its own.
+        if self.validators:
+            super().run_validators(value)
 
 
 class PageQuery(serializers.Serializer):
@@ -112,6 +140,21 @@ class MessageOutput(serializers.Serializer):
     def get_author(self, obj) -> str | None:
         return obj.author.username if obj.author_id else None
 
+    def to_representation(self, obj) -> dict:
+        # What the declared fields render, written out: binding the fields (a deep copy of
+        # each per instance) and walking them cost more than the post's INSERT (about
+        # 0.15 ms of CPU). The fields stay declared for the schema; tests compare both.
+        return {
+            "id": str(obj.id),
+            "sessionId": str(obj.session_id),
+            "role": str(obj.role),
+            "author": self.get_author(obj),
+            "content": str(obj.content),
+            "createdAt": _DATETIME.to_representation(obj.created_at),
+            "editedAt": None if obj.edited_at is None else _DATETIME.to_representation(obj.edited_at),
+            "originalMessageId": None if obj.original_message_id is None else str(obj.original_message_id),
+        }
+
 
 class TicketOutput(serializers.Serializer):
     ticket = serializers.CharField()
@@ -156,6 +199,9 @@ class RegenerationStartedOutput(serializers.Serializer):
 
 
 class MessageCreatedOutput(MessageOutput):
+    # The schema of a post's answer; rendered (if ever) by its fields, regenerationId included.
+    to_representation = serializers.Serializer.to_representation
+
     regenerationId = serializers.UUIDField(
         required=False, help_text='Only with "reply": true: the regeneration writing the answer.'
     )

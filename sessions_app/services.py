@@ -26,19 +26,28 @@ cannot close a cycle.
 
 from __future__ import annotations
 
+from functools import cache
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from rest_framework.exceptions import PermissionDenied
 
 from realtime import events
-from realtime.publish import event_publish, session_close_streams
-from realtime.sql import cached_sql, column, db_value, fetch_one, insert, table
-from sessions_app.models import CollabSession, Membership, Message, MessageRole, Role
+from realtime.publish import (
+    event_insert_params,
+    event_insert_sql,
+    event_prepare,
+    event_publish,
+    event_stored,
+    session_close_streams,
+)
+from realtime.sql import cached_sql, column, db_value, fetch_one, insert, insert_select, table
+from sessions_app.models import WRITER_ROLES, CollabSession, Membership, Message, MessageRole, Role
 from sessions_app.selectors import MessageNotFound, SessionNotFound, is_writer
 
 
@@ -213,11 +222,35 @@ def message_create(
     return message
 
 
-@transaction.atomic
 def message_post(*, session: CollabSession, author: AbstractBaseUser, content: str, reply: bool = False):
     """`message_create` by a member whose role is checked under the session lock, and with
     `reply` a regeneration that writes the assistant's answer (both in one transaction).
-    Returns (message, regeneration or None)."""
+    Returns (message, regeneration or None).
+
+    On PostgreSQL a post without `reply` is one statement (`_message_post_one_statement`);
+    when that statement cannot decide (a writer of the session committed while it waited
+    for the lock) the post runs the general path below, which then decides."""
+    if not reply:
+        message = message_post_one_statement(session_id=session.pk, author=author, content=content)
+        if message is not None:
+            return message, None
+    return _message_post_in_transaction(session=session, author=author, content=content, reply=reply)
+
+
+def message_post_one_statement(*, session_id: UUID, author: AbstractBaseUser, content: str) -> Message | None:
+    """A post (without reply) as one statement on PostgreSQL, which also decides whether
+    the session exists and `author` may write to it: nothing needs to be read first.
+    Returns None, having written nothing, where it cannot decide (not PostgreSQL,
+    CHORUS_ONE_STATEMENT_WRITES off, no such session, not a writer, or a writer of the
+    session committed while it waited): the caller then takes the general path
+    (`message_post`), which reads, re-checks under the lock and answers."""
+    if not settings.CHORUS_ONE_STATEMENT_WRITES or connection.vendor != "postgresql":
+        return None
+    return _message_post_one_statement(session_id=session_id, author=author, content=content)
+
+
+@transaction.atomic
+def _message_post_in_transaction(*, session: CollabSession, author: AbstractBaseUser, content: str, reply: bool):
     from sessions_app.regenerations.services import regeneration_start
 
     message = message_create(session=session, author=author, content=content, check_author=True)
@@ -225,6 +258,75 @@ def message_post(*, session: CollabSession, author: AbstractBaseUser, content: s
     if reply:
         regeneration = regeneration_start(session=session, source_message=message, requested_by=author, reply=True)
     return message, regeneration
+
+
+@cached_sql
+def _post_lock_sql() -> str:
+    """The first CTE of the one-statement post: the session row lock (step 1 of the lock
+    order) by the counter update, taken only if
+
+    - no event was published to the session between the statement's snapshot and the
+      moment it got the lock: every writer that holds the session lock and changes what a
+      post depends on (members, the session itself) publishes an event, which moves the
+      counter. The subquery reads the counter in the statement's snapshot; the WHERE is
+      checked again on the locked row (READ COMMITTED re-checks a row updated meanwhile
+      against the same subquery value), so a writer that committed while we waited makes
+      the update match nothing;
+    - then the author's role, read in that same snapshot, is still the role under the
+      lock: it must be a writer's.
+
+    Otherwise nothing is written (no row is returned) and the caller takes the general
+    path, which locks, re-reads and answers (404, 403, or the post after all)."""
+    session, last, pk = table(CollabSession), column(CollabSession, "last_event_id"), column(CollabSession, "id")
+    writers = ", ".join(f"'{role}'" for role in WRITER_ROLES)
+    return (
+        f"UPDATE {session} SET {last} = {last} + 1"
+        f" WHERE {pk} = %s AND {last} = (SELECT {last} FROM {session} WHERE {pk} = %s)"
+        f" AND EXISTS (SELECT 1 FROM {table(Membership)} WHERE {column(Membership, 'session')} = %s"
+        f" AND {column(Membership, 'user')} = %s AND {column(Membership, 'role')} IN ({writers}))"
+        f" RETURNING {last} AS seq"
+    )
+
+
+@cache
+def _post_sql(message_sql: str) -> str:
+    return (
+        f"WITH locked AS ({_post_lock_sql()}),"
+        f" event AS ({event_insert_sql(seq_sql='locked.seq', source='locked')}),"
+        f" message AS ({message_sql})"
+        " SELECT seq FROM locked"
+    )
+
+
+def _message_post_one_statement(*, session_id: UUID, author: AbstractBaseUser, content: str) -> Message | None:
+    """A post as one statement on PostgreSQL (no BEGIN/COMMIT round trips, one statement
+    instead of four): lock the session row by numbering the event (`_post_lock_sql`),
+    insert the event and the message, in the lock order. Returns None, having written
+    nothing, if the statement could not decide; stores exactly the rows `message_create`
+    stores (tests compare them) and broadcasts after commit."""
+    message = Message(
+        session_id=session_id, author=author, content=content, role=MessageRole.USER, created_at=timezone.now()
+    )
+    message.full_clean(
+        exclude=["session", "author", "original_message"], validate_unique=False, validate_constraints=False
+    )
+    pending = event_prepare(
+        session_id=session_id,
+        payload=events.message_created(
+            message_id=str(message.pk), role=message.role, author=author.get_username(), content=content
+        ),
+    )
+    session_id = db_value(CollabSession, "id", session_id)
+    message_sql, message_params = insert_select(message, source="locked")
+    sql = _post_sql(message_sql)
+    params = [session_id, session_id, session_id, author.pk, *event_insert_params(pending), *message_params]
+    row = fetch_one(sql, params)
+    if row is None:
+        return None
+    event_stored(pending, row[0])
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message
 
 
 def message_may_change(*, message: Message, user: AbstractBaseUser, role: str | None) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -92,16 +93,18 @@ def compose_answer(conversation: Sequence[Turn]) -> _Answer:
 class LocalProvider:
     name = "local"
 
-    def __init__(self, *, token_delay: float, thought_steps: int) -> None:
+    def __init__(self, *, token_delay: float, thought_steps: int, bench_tokens: int = 0) -> None:
         self.model = "chorus-local"  # the model name of the direct stream (CONTRACT §8)
         self.token_delay = token_delay
         self.thought_steps = thought_steps
+        self.bench_tokens = bench_tokens
 
     @classmethod
     def from_settings(cls) -> LocalProvider:
         return cls(
             token_delay=max(0.0, settings.CHORUS_LOCAL_TOKEN_DELAY_MS / 1000),
             thought_steps=settings.CHORUS_LOCAL_THOUGHT_STEPS,
+            bench_tokens=settings.CHORUS_LOCAL_BENCH_TOKENS,
         )
 
     def expected_chars(self, conversation: Sequence[Turn]) -> int:
@@ -130,6 +133,12 @@ class LocalProvider:
         """Each chunk is one token (a word and the space after it); with
         `options.max_tokens` the answer stops after that many ("length")."""
         tokens = _TOKEN_RE.findall(compose_answer(conversation).text)
+        if self.bench_tokens > 0:
+            # The benchmark's answers (CHORUS_LOCAL_BENCH_TOKENS): that many tokens, the
+            # answer repeated, each stamped with the moment it leaves the provider.
+            async for token in self._bench_stream(tokens):
+                yield token
+            return
         limit = options.max_tokens if options is not None and options.max_tokens is not None else len(tokens)
         report = options.report if options is not None else None
         if report is not None:
@@ -143,6 +152,13 @@ class LocalProvider:
             yield token
         if report is not None:
             report.finish_reason = "length" if limit < len(tokens) else "stop"
+
+    async def _bench_stream(self, tokens: list[str]) -> AsyncIterator[str]:
+        """`bench@<unix time> <token>` per token: the bench's subscribers read the stamp
+        back (bench/client.py) and measure provider-to-subscriber time."""
+        for index in range(self.bench_tokens):
+            await asyncio.sleep(self.token_delay)
+            yield f"bench@{time.time():.6f} {tokens[index % len(tokens)]}"
 
 
 def count_tokens(text: str) -> int:

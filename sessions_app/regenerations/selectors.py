@@ -7,6 +7,8 @@ from uuid import UUID
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q
 
+from realtime.events import EventType
+from realtime.models import Event
 from sessions_app.models import ACTIVE_REGENERATION_STATUSES, Message, MessageRole, Regeneration, RegenerationStatus
 from sessions_app.providers import Turn
 from sessions_app.selectors import SessionNotFound, session_role
@@ -67,6 +69,42 @@ def regeneration_conversation(*, regeneration: Regeneration) -> list[Turn]:
         requester = regeneration.requested_by.get_username() if regeneration.requested_by_id else None
         turns.append(Turn(role="user", content=regeneration.user_query, author=requester))
     return turns
+
+
+def regeneration_content_so_far(*, regeneration_id: UUID | str, session_id: UUID | str) -> str:
+    """The text a queued or running regeneration has written so far: its stored
+    `regeneration_progress` deltas, placed at their offsets. (The rows get the content
+    when the run ends; writing it at every flush rewrote the whole text each time.) A
+    delta pruned from the log meanwhile (retention) leaves its part out."""
+    rows = (
+        Event.objects.filter(
+            session_id=session_id, type=EventType.REGENERATION_PROGRESS, data__taskId=str(regeneration_id)
+        )
+        .order_by("seq")
+        .values_list("data__offset", "data__delta")
+    )
+    parts: list[str] = []
+    length = 0
+    for offset, delta in rows:
+        if offset < length:  # never written twice; skip what is already there
+            delta = delta[length - offset :]
+        parts.append(delta)
+        length += len(delta)
+    return "".join(parts)
+
+
+def contents_so_far(messages: list[Message]) -> None:
+    """Give the assistant messages of `messages` that a regeneration is still writing
+    their content so far (see regeneration_content_so_far); one query, and none unless
+    the list holds an empty assistant message."""
+    candidates = {m.pk: m for m in messages if m.role == MessageRole.ASSISTANT and not m.content}
+    if not candidates:
+        return
+    active = Regeneration.objects.filter(message_id__in=list(candidates), status__in=ACTIVE_REGENERATION_STATUSES)
+    for regeneration_id, session_id, message_id in active.values_list("pk", "session_id", "message_id"):
+        candidates[message_id].content = regeneration_content_so_far(
+            regeneration_id=regeneration_id, session_id=session_id
+        )
 
 
 def regeneration_counts() -> dict[str, int]:

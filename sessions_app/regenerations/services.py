@@ -12,8 +12,15 @@ The request side locks it with `session_lock` and re-reads what it acts on under
 source message still visible, the requester still a writer); the run side publishes
 first (the counter update is that lock), then makes its conditional UPDATE, and rolls
 the whole transaction back (event and counter included) if the regeneration is no
-longer running. A run flush appends its delta in SQL (`content || delta`), so the bytes
-written per flush are proportional to the delta, not to the content so far.
+longer running.
+
+Bytes written grow linearly with the answer: a run flush stores its delta once, in its
+`regeneration_progress` event, and touches no content column. An UPDATE in PostgreSQL
+writes a whole new row version, so `content = content || delta` rewrote the whole text so
+far at every flush, twice (regeneration and message): quadratic in the answer's length
+(issue 12). The content is written when the run ends (completed, failed, cancelled,
+reaped), from the stored deltas where the run itself does not say it; until then readers
+get it from the deltas (`selectors.regeneration_content_so_far`).
 """
 
 from __future__ import annotations
@@ -25,13 +32,19 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import F, TextField, Value
-from django.db.models.functions import Concat
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from realtime import events
-from realtime.publish import control_send, event_publish
+from realtime.publish import (
+    control_send,
+    event_insert_params,
+    event_insert_sql,
+    event_prepare,
+    event_publish,
+    event_stored,
+)
+from realtime.sql import cached_sql, column, fetch_one, table
 from sessions_app.models import (
     ACTIVE_REGENERATION_STATUSES,
     CollabSession,
@@ -161,6 +174,16 @@ def regeneration_cancel(*, regeneration: Regeneration, by: AbstractBaseUser | No
     return regeneration
 
 
+def _keep_content_so_far(*, regeneration_id: UUID, session_id: UUID, message_id: UUID) -> None:
+    """Write the text a run had streamed into its rows as it ends without its own final
+    content (cancelled, failed, reaped). Inside the transaction that holds the session
+    lock: no flush of the run can come in between."""
+    content = selectors.regeneration_content_so_far(regeneration_id=regeneration_id, session_id=session_id)
+    if content:
+        Regeneration.objects.filter(pk=regeneration_id).update(content=content)
+        Message.objects.filter(pk=message_id).update(content=content)
+
+
 def _cancel_in_transaction(*, regeneration_id: UUID) -> bool:
     """Cancel inside the caller's transaction, which holds the session lock (lock order);
     True if it was queued or running."""
@@ -172,6 +195,7 @@ def _cancel_in_transaction(*, regeneration_id: UUID) -> bool:
         return False
     count_after_commit(RegenerationStatus.CANCELLED)
     row = Regeneration.objects.values("session_id", "message_id").get(pk=regeneration_id)
+    _keep_content_so_far(regeneration_id=regeneration_id, session_id=row["session_id"], message_id=row["message_id"])
     event_publish(
         session_id=row["session_id"],
         payload=events.regeneration_cancelled(message_id=str(row["message_id"]), task_id=str(regeneration_id)),
@@ -279,17 +303,61 @@ def regeneration_emit(*, plan: RunPlan, payload: events.EventPayload) -> bool:
 
 
 def regeneration_append(*, plan: RunPlan, offset: int, delta: str, progress: int, content: str | None = None) -> bool:
-    """Append `delta` to the content (of the regeneration and of its message) and publish
-    one `regeneration_progress` with `delta` at `offset`; False if no longer running.
+    """Publish one `regeneration_progress` with `delta` at `offset` and record the
+    progress; False if no longer running (nothing written).
 
-    The append happens in SQL (`content || delta`): a flush writes bytes in proportion to
-    its delta, not to the content so far (which made a long answer quadratic). `content`,
-    the whole text so far, is accepted for compatibility and not needed."""
-    appended = Concat(F("content"), Value(delta), output_field=TextField())
+    The delta is stored once, in the event; no content column is written (see the module
+    docstring: bytes grow linearly with the answer). On PostgreSQL it is one statement
+    (`_append_one_statement`). `content`, the whole text so far, is accepted for
+    compatibility and not needed."""
     payload = events.regeneration_progress(
         message_id=str(plan.message_id), task_id=plan.task_id, progress=progress, offset=offset, delta=delta
     )
-    return _run_step(plan, payload, content=appended, progress=progress, message_content=appended)
+    one_statement = connection.vendor == "postgresql" and settings.CHORUS_ONE_STATEMENT_WRITES
+    if one_statement and _append_one_statement(plan=plan, payload=payload, progress=progress):
+        return True
+    return _run_step(plan, payload, progress=progress)
+
+
+@cached_sql
+def _append_sql() -> str:
+    """A flush as one statement: the session row lock by numbering the event (step 1 of
+    the lock order), taken only if the regeneration is running in the statement's
+    snapshot and no event was published to the session between that snapshot and the
+    lock (every status change of a regeneration but its claim publishes one, under the
+    session lock: see sessions_app.services._post_lock_sql for how READ COMMITTED re-checks
+    the counter); then the regeneration's progress and lease, then the event."""
+    session, last, pk = table(CollabSession), column(CollabSession, "last_event_id"), column(CollabSession, "id")
+    regeneration, status = table(Regeneration), column(Regeneration, "status")
+    regeneration_pk = column(Regeneration, "id")
+    running = f"'{RegenerationStatus.RUNNING.value}'"
+    return (
+        f"WITH locked AS (UPDATE {session} SET {last} = {last} + 1"
+        f" WHERE {pk} = %s AND {last} = (SELECT {last} FROM {session} WHERE {pk} = %s)"
+        f" AND EXISTS (SELECT 1 FROM {regeneration} WHERE {regeneration_pk} = %s AND {status} = {running})"
+        f" RETURNING {last} AS seq),"
+        f" run AS (UPDATE {regeneration} SET {column(Regeneration, 'progress')} = %s,"
+        f" {column(Regeneration, 'heartbeat_at')} = %s FROM locked"
+        f" WHERE {regeneration}.{regeneration_pk} = %s AND {regeneration}.{status} = {running} RETURNING locked.seq),"
+        f" event AS ({event_insert_sql(seq_sql='run.seq', source='run')})"
+        " SELECT (SELECT seq FROM locked), (SELECT seq FROM run)"
+    )
+
+
+def _append_one_statement(*, plan: RunPlan, payload: events.EventPayload, progress: int) -> bool:
+    """`regeneration_append` in one statement on PostgreSQL; False, having written
+    nothing, when it cannot decide (the general path then does)."""
+    pending = event_prepare(session_id=plan.session_id, payload=payload)
+    session_id, regeneration_id = plan.session_id, plan.regeneration_id
+    params = [session_id, session_id, regeneration_id, progress, timezone.now(), regeneration_id]
+    locked, run = fetch_one(_append_sql(), [*params, *event_insert_params(pending)])
+    if locked is None:
+        return False
+    if run is None:  # cannot happen while every status change publishes (see _append_sql)
+        logger.error("regeneration %s: event %s numbered but not written", regeneration_id, locked)
+        return True
+    event_stored(pending, run)
+    return True
 
 
 def regeneration_complete(*, plan: RunPlan, content: str) -> bool:
@@ -307,9 +375,19 @@ def regeneration_complete(*, plan: RunPlan, content: str) -> bool:
 
 
 def regeneration_fail(*, plan: RunPlan, error: str) -> bool:
-    """running → failed with a message fit for users; publishes `regeneration_error`."""
+    """running → failed with a message fit for users; publishes `regeneration_error`.
+    What was streamed before is kept as the content."""
     payload = events.regeneration_error(message_id=str(plan.message_id), task_id=plan.task_id, error=error)
-    return _run_step(plan, payload, status=RegenerationStatus.FAILED, error=error, finished_at=timezone.now())
+    try:
+        with transaction.atomic():
+            if not _run_step(plan, payload, status=RegenerationStatus.FAILED, error=error, finished_at=timezone.now()):
+                return False
+            _keep_content_so_far(
+                regeneration_id=plan.regeneration_id, session_id=plan.session_id, message_id=plan.message_id
+            )
+    except _NotRunning:
+        return False
+    return True
 
 
 def regenerations_renew_leases(*, regeneration_ids: list[UUID | str]) -> set[str]:
@@ -353,6 +431,7 @@ def regenerations_reap_stale(*, now=None, lease_seconds: float | None = None, li
                 ).update(status=RegenerationStatus.FAILED, error=LOST_ERROR, finished_at=now)
                 if not updated:
                     raise _NotRunning
+                _keep_content_so_far(regeneration_id=regeneration_id, session_id=session_id, message_id=message_id)
                 count_after_commit(RegenerationStatus.FAILED)
         except (_NotRunning, LookupError):
             continue

@@ -96,6 +96,7 @@ def test_an_exception_in_a_write_is_a_json_500_and_changes_nothing(api, alice, c
     from sessions_app.models import Message
 
     monkeypatch.setattr(services, "message_post", explode)
+    monkeypatch.setattr(services, "message_post_one_statement", explode)  # PostgreSQL's first try
     client = api(alice)
     client.raise_request_exception = False
     response = client.post(f"/api/v1/sessions/{collab.pk}/messages/", {"content": "x"}, format="json")

@@ -75,10 +75,19 @@ def test_a_flush_writes_its_delta_not_the_content_so_far(api, collab, bob, carol
         )
     written = sum(len(query["sql"]) for query in flush.captured_queries)
     assert written < 5_000, f"a one-character flush sent {written} characters of SQL"
-    assert Regeneration.objects.get(pk=plan.regeneration_id).content == long_text + "!"
-    assert Message.objects.get(pk=plan.message_id).content == long_text + "!"
+    # No content column is rewritten during the run (issue 12: an UPDATE writes a whole
+    # row version); readers get the content so far from the stored deltas...
+    assert Regeneration.objects.get(pk=plan.regeneration_id).content == ""
     detail = api(carol).get(f"/api/v1/regenerations/{plan.regeneration_id}/").json()
     assert detail["content"] == long_text + "!" and detail["progress"] == 51
+    listed = api(carol).get(f"/api/v1/sessions/{collab.pk}/messages/").json()["results"]
+    assert [m["content"] for m in listed if m["id"] == str(plan.message_id)] == [long_text + "!"]
+    one = api(carol).get(f"/api/v1/sessions/{collab.pk}/messages/{plan.message_id}/").json()
+    assert one["content"] == long_text + "!"
+    # ...and the rows get it when the run ends (here: failed, keeping what was streamed).
+    assert regeneration_services.regeneration_fail(plan=plan, error="stopped")
+    assert Regeneration.objects.get(pk=plan.regeneration_id).content == long_text + "!"
+    assert Message.objects.get(pk=plan.message_id).content == long_text + "!"
 
 
 async def test_a_run_stops_at_the_output_limit_with_a_clear_error(
