@@ -21,18 +21,27 @@ from django.conf import settings
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_executor: ThreadPoolExecutor | None = None
+
+class DatabaseThreads:
+    """A bounded pool of threads of its own for one part's database calls, created on first
+    use with `threads_setting` threads (and so at most that many database connections)."""
+
+    def __init__(self, *, threads_setting: str, name: str) -> None:
+        self.threads_setting = threads_setting
+        self.name = name
+        self._executor: ThreadPoolExecutor | None = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=getattr(settings, self.threads_setting), thread_name_prefix=self.name
+            )
+        return self._executor
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+        """`func` as a coroutine function that runs in these threads."""
+        return database_sync_to_async(func, thread_sensitive=False, executor=self.executor())
 
 
-def _stream_executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=settings.CHORUS_STREAM_DB_THREADS, thread_name_prefix="chorus-stream-db"
-        )
-    return _executor
-
-
-def stream_db(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`func` as a coroutine function that runs in the streams' database threads."""
-    return database_sync_to_async(func, thread_sensitive=False, executor=_stream_executor())
+# The streams' and the hub's threads.
+stream_db = DatabaseThreads(threads_setting="CHORUS_STREAM_DB_THREADS", name="chorus-stream-db")

@@ -27,7 +27,7 @@ async def test_a_slow_stream_database_call_does_not_hold_up_the_next():
 async def test_stream_database_calls_use_at_most_the_configured_threads(settings):
     from realtime import db
 
-    assert db._stream_executor()._max_workers == settings.CHORUS_STREAM_DB_THREADS == 4
+    assert db.stream_db.executor()._max_workers == settings.CHORUS_STREAM_DB_THREADS == 4
     seen = set()
 
     def where() -> None:
