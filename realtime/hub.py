@@ -66,6 +66,8 @@ _ASSISTANT_ENDS = frozenset({"message_regenerated", "regeneration_error", "regen
 PRESENCE_LOAD_TIMEOUT = 1.0
 # A presence change is written to the registry this soon (changes in between coalesce).
 PRESENCE_WRITE_DELAY = 0.3
+# presence_joined / presence_left frames gather this long before they go out together.
+PRESENCE_FLUSH_SECONDS = 0.25
 
 
 class HubStream(Protocol):
@@ -119,6 +121,10 @@ class Hub:
         # Presence (realtime.presence): the streams counted, by the username they count as.
         self.presence = ClusterPresence(process_identity())
         self._present: dict[HubStream, str] = {}
+        # Presence changes waiting to be sent, per session: username -> online before; and
+        # the snapshots of streams that opened meanwhile.
+        self._presence_pending: dict[str, dict[str, bool]] = {}
+        self._presence_fresh: dict[str, dict[HubStream, set[str]]] = {}
         self._presence_loads: dict[str, asyncio.Task] = {}
         # Regenerations running per session (task id -> when seen), for assistant typing.
         self._assistant: dict[str, dict[str, float]] = {}
@@ -293,7 +299,10 @@ class Hub:
         self._present[stream] = stream.username
         delta, change = self.presence.open(key, stream.username)
         self._presence_changed(key, delta, change)
-        return self.presence.online(key)
+        online = self.presence.online(key)
+        if key in self._presence_pending:
+            self._presence_fresh.setdefault(key, {})[stream] = set(online)
+        return online
 
     def assistant_typing(self, key: str) -> bool:
         return bool(self._assistant.get(key))
@@ -309,8 +318,42 @@ class Hub:
             self._presence_frame(key, change)
 
     def _presence_frame(self, key: str, change: Change) -> None:
-        name = "presence_joined" if change.joined else "presence_left"
-        self._ephemeral(key, sse.unnumbered(name, {"username": change.username}))
+        """Tell the session's streams of a change, batched: changes gather for
+        PRESENCE_FLUSH_SECONDS, then each stream gets one write with a frame per user whose
+        state differs from before the batch (one who came and went within it: nothing).
+        Measured (bench presence-churn-1000, 60 users coming and going at 50/s beside 1,000
+        subscribers): sent one frame at a time, presence took 3.5x the CPU of the ordinary
+        events and pushed their p50 from 18 to 429 ms."""
+        pending = self._presence_pending.get(key)
+        if pending is None:
+            pending = self._presence_pending[key] = {}
+            self.loop.call_later(PRESENCE_FLUSH_SECONDS, self._presence_flush, key)
+        pending.setdefault(change.username, not change.joined)  # the state before the batch
+
+    def _presence_flush(self, key: str) -> None:
+        before = self._presence_pending.pop(key, None)
+        # Streams that opened during the batch: their snapshot already told them part of it.
+        fresh = self._presence_fresh.pop(key, {})
+        if not before or key not in self._streams:
+            return
+        now = {username: self.presence.is_online(key, username) for username in before}
+        frames = self._presence_frames({u: online for u, online in now.items() if online != before[u]})
+        for stream in tuple(self._streams[key]):
+            seen = fresh.get(stream)
+            if seen is None:
+                if frames:
+                    stream.ephemeral(frames)
+            else:
+                own = self._presence_frames({u: online for u, online in now.items() if online != (u in seen)})
+                if own:
+                    stream.ephemeral(own)
+
+    @staticmethod
+    def _presence_frames(changes: dict[str, bool]) -> bytes:
+        return b"".join(
+            sse.unnumbered("presence_joined" if online else "presence_left", {"username": username})
+            for username, online in changes.items()
+        )
 
     def _ephemeral(self, key: str, frame: bytes, exclude: str | None = None) -> None:
         for stream in tuple(self._streams.get(key, ())):

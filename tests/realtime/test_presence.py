@@ -6,6 +6,8 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
+from realtime import hub as hub_module
+from realtime.hub import current_hub
 from realtime.presence import Change, ClusterPresence
 from sessions_app import services
 from sessions_app.regenerations import services as regeneration_services
@@ -65,6 +67,23 @@ async def test_others_see_a_user_join_and_leave_and_tabs_count_once(asgi_app, co
         await first_tab.disconnect()
         left = await next_named(watcher, "presence_joined", "presence_left")
         assert (left.event, left.json) == ("presence_left", {"username": "bob"})
+    finally:
+        await watcher.disconnect()
+
+
+async def test_a_user_who_comes_and_goes_within_one_batch_is_not_announced(asgi_app, collab, alice, bob, monkeypatch):
+    monkeypatch.setattr(hub_module, "PRESENCE_FLUSH_SECONDS", 1.0)
+    watcher = await open_stream(asgi_app, collab, alice)
+    try:
+        await next_named(watcher, "presence")
+        visitor = await open_stream(asgi_app, collab, bob)
+        await visitor.disconnect()
+        async with asyncio.timeout(5):  # the batch goes out (and finds nothing to say)
+            while str(collab.pk) in current_hub()._presence_pending:
+                await asyncio.sleep(0.05)
+        await database_sync_to_async(services.message_create)(session=collab, author=alice, content="marker")
+        frame = await next_named(watcher, "presence_joined", "presence_left", "message_created")
+        assert frame.event == "message_created", "bob's visit was announced"
     finally:
         await watcher.disconnect()
 
