@@ -1,7 +1,7 @@
 // The ops console's first screen, kept fresh without a reload: every few seconds it asks
 // /ops/live/ for the same data the server rendered the page from (ops.presenters) and
 // redraws each region. Polling pauses while the tab is hidden, like Sidekiq's dashboard.
-// Data reaches the DOM through textContent and createElement only, never innerHTML.
+// Data reaches the DOM through textContent and createElement only, never as parsed HTML.
 
 const root = document.getElementById("ops-console");
 const LIVE_URL = root.dataset.liveUrl;
