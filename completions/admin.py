@@ -3,10 +3,11 @@
 from django.contrib import admin
 
 from completions.models import GenerationLog
+from realtime.admin import ReadOnlyAdmin
 
 
 @admin.register(GenerationLog)
-class GenerationLogAdmin(admin.ModelAdmin):
+class GenerationLogAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "user",
@@ -26,12 +27,3 @@ class GenerationLogAdmin(admin.ModelAdmin):
     list_select_related = ["user", "session"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in GenerationLog._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
