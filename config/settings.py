@@ -220,6 +220,10 @@ REST_FRAMEWORK = {
 # Tokens (django-rest-knox) are stored as SHA-512 digests and expire after this long.
 CHORUS_TOKEN_TTL_SECONDS = env_int("CHORUS_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
 REST_KNOX = {"TOKEN_TTL": timedelta(seconds=CHORUS_TOKEN_TTL_SECONDS), "AUTH_HEADER_PREFIX": "Token"}
+# Each process remembers a verified token this long, so a client's next requests cost no
+# query (sessions_app.authentication). Revoking a token or changing a user's rights empties
+# it at once everywhere; this bounds only a notice lost with Redis. 0 turns it off.
+CHORUS_TOKEN_CACHE_SECONDS = env_float("CHORUS_TOKEN_CACHE_SECONDS", 30.0)
 # Obtaining a token and the login form, per client address and per username (DRF rate
 # strings); counters live in the default cache (Redis when REDIS_URL is set).
 CHORUS_LOGIN_RATE_IP = os.environ.get("CHORUS_LOGIN_RATE_IP", "20/minute")

@@ -40,6 +40,7 @@ from realtime.publish import (
     STREAMS_CONTROL_GROUP,
     STREAMS_RECHECK_MESSAGE_TYPE,
     session_group,
+    users_changed,
 )
 from realtime.replay import newest_event_ids, replay_rows
 from realtime.shutdown import install_signal_handlers
@@ -617,6 +618,10 @@ class Hub:
         """`streams.recheck`: these users' rights changed (realtime.publish.streams_recheck).
         Streams still opening may belong to them too: they re-check once open."""
         users = set(message.get("users", ()))
+        try:
+            users_changed.send(sender=self.__class__, user_ids=frozenset(users))
+        except Exception:
+            logger.exception("a users_changed receiver failed")
         for streams in tuple(self._streams.values()):
             for stream in tuple(streams):
                 if stream.grant is None or stream.grant.user_id in users:

@@ -21,6 +21,7 @@ from channels.layers import get_channel_layer
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from realtime import metrics
@@ -232,15 +233,29 @@ STREAMS_CONTROL_GROUP = "chorus.streams"
 STREAMS_RECHECK_MESSAGE_TYPE = "streams.recheck"
 
 
+# Sent with `user_ids` in every process that hears a `streams_recheck` doorbell (from the
+# hub, on its event loop: receivers must not block), and at once in the process that rang
+# it. For what a process keeps about users' rights in memory (the API's token cache).
+users_changed = Signal()
+
+
 def streams_recheck(*, user_ids: Iterable[int]) -> None:
     """After commit, have every process re-check at once the open streams of these users
     (their token revoked, the user deactivated or no longer staff): those that may no
-    longer exist end with `access_revoked`. Only a doorbell: the check reads the database,
-    and without the message streams are re-checked every CHORUS_STREAM_REVALIDATE_SECONDS
-    anyway, so a failed send is logged, not raised."""
+    longer exist end with `access_revoked`, and `users_changed` is sent. Only a doorbell:
+    the check reads the database, and without the message streams are re-checked every
+    CHORUS_STREAM_REVALIDATE_SECONDS anyway, so a failed send is logged, not raised."""
     message = {"type": STREAMS_RECHECK_MESSAGE_TYPE, "users": sorted(set(user_ids))}
     if message["users"]:
-        transaction.on_commit(lambda: _control_send_logged(STREAMS_CONTROL_GROUP, message))
+        # Now and again after commit: until then other transactions still read the old
+        # rows, and a cache may have taken them in meanwhile.
+        users_changed.send(sender=None, user_ids=frozenset(message["users"]))
+        transaction.on_commit(lambda: _users_changed(message))
+
+
+def _users_changed(message: dict) -> None:
+    users_changed.send(sender=None, user_ids=frozenset(message["users"]))
+    _control_send_logged(STREAMS_CONTROL_GROUP, message)
 
 
 def _control_send_logged(group: str, message: dict) -> None:

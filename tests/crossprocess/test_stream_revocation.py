@@ -17,7 +17,12 @@ from tests.support.servers import Cluster
 
 pytestmark = pytest.mark.services
 
-TRIGGERS_ONLY = {"CHORUS_STREAM_REVALIDATE_SECONDS": "3600", "CHORUS_RECONCILE_SECONDS": "3600"}
+TRIGGERS_ONLY = {
+    "CHORUS_STREAM_REVALIDATE_SECONDS": "3600",
+    "CHORUS_RECONCILE_SECONDS": "3600",
+    # Tokens stay in each process's cache for an hour: only the doorbell can drop them.
+    "CHORUS_TOKEN_CACHE_SECONDS": "3600",
+}
 
 
 @pytest.fixture(scope="module", params=["uvicorn", "daphne"])
@@ -82,6 +87,31 @@ async def test_logout_on_one_process_ends_the_tokens_stream_on_the_other(cluster
         for stream in (on_phone, on_laptop):
             await stream.close()
             await stream.client.aclose()
+
+
+async def poll_until_refused(client: httpx.AsyncClient, path: str, timeout: float = 5.0) -> int:
+    """Requests until one answers 401; returns how many were still let in."""
+    admitted = 0
+    async with asyncio.timeout(timeout):
+        while (await client.get(path)).status_code != 401:
+            admitted += 1
+    return admitted
+
+
+async def test_a_token_revoked_on_one_process_is_refused_by_the_other_at_once(cluster):
+    session = new_session(cluster, viewers=("carol",))
+    token = new_token(cluster, "carol")
+    headers = {"Authorization": f"Token {token}"}
+    path = f"/api/v1/sessions/{session['id']}/"
+    async with (
+        httpx.AsyncClient(base_url=cluster.urls[0], headers=headers) as first,
+        httpx.AsyncClient(base_url=cluster.urls[1], headers=headers) as second,
+    ):
+        assert (await second.get(path)).status_code == 200  # now in the second process's cache
+        assert (await first.post("/api/v1/auth/logout/")).status_code == 204
+        # The doorbell crosses Redis in milliseconds: a handful of requests at most.
+        assert await poll_until_refused(second, path) <= 20
+        assert (await first.get(path)).status_code == 401
 
 
 async def test_deactivating_a_user_ends_their_streams_on_every_process(cluster):
