@@ -167,7 +167,7 @@ def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamU
         auth_hash = credentials.login_hash
         # Channels' auth middleware has just compared the two; a password changed since
         # (a millisecond's window) must not leave this stream resting on the new one.
-        if row is not None and not _password_signs(row[-1], auth_hash):
+        if row is not None and not _SessionHashes().signs(row[-1], auth_hash):
             row = None
     elif credentials.token:
         row = _token_row(session_param, credentials.token)
@@ -180,7 +180,7 @@ def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamU
         token_digest, auth_hash = claims.token_digest, claims.auth_hash
         if token_digest is None:
             row = fetch_one(_opening_sql(False, password=True), [session_param, claims.user_id, True])
-            if row is not None and auth_hash is not None and not _password_signs(row[-1], auth_hash):
+            if row is not None and auth_hash is not None and not _SessionHashes().signs(row[-1], auth_hash):
                 row = None  # asked for with the cookie of a login a password change ended
         else:
             now = db_value(AuthToken, "expiry", timezone.now())
@@ -198,20 +198,24 @@ def authenticate(*, credentials: Credentials, session_id: UUID) -> tuple[StreamU
     return user, bool(row[4]), row[3], grant
 
 
-def _password_signs(password: str, auth_hash: str | None, scratch: dict | None = None) -> bool:
-    """Whether `auth_hash` (a login session's, Django's HASH_SESSION_KEY) was derived from
-    the password hash `password`: Django's own check (django.contrib.auth.get_user; the
-    User model's get_session_auth_hash, on a bare instance). `scratch` memoizes per password
-    within a batch."""
-    if auth_hash is None:
-        return False
-    if scratch is not None and password in scratch:
-        expected = scratch[password]
-    else:
-        expected = get_user_model()(password=password).get_session_auth_hash()
-        if scratch is not None:
-            scratch[password] = expected
-    return compare_digest(auth_hash, expected)
+class _SessionHashes:
+    """Whether a session auth hash (a login's, Django's HASH_SESSION_KEY) was derived from
+    a password hash: Django's own check (django.contrib.auth.get_user), with the User
+    model's get_session_auth_hash on one bare instance, and once per password hash (a new
+    instance per grant cost more than the HMAC itself)."""
+
+    def __init__(self) -> None:
+        self._user = get_user_model()()
+        self._known: dict[str, str] = {}
+
+    def signs(self, password: str, auth_hash: str | None) -> bool:
+        if auth_hash is None:
+            return False
+        expected = self._known.get(password)
+        if expected is None:
+            self._user.password = password
+            expected = self._known[password] = self._user.get_session_auth_hash()
+        return compare_digest(auth_hash, expected)
 
 
 def stream_open(*, credentials: Credentials, session_id: UUID, after: int | None, page_size: int) -> StreamStart:
@@ -289,7 +293,7 @@ def grants_refused(*, grants: list[Grant]) -> set[Grant]:
     login_model = _login_session_model()
     extra = [True, now, *([db_value(login_model, "expire_date", timezone.now())] if login_model else [])]
     holding: set[int] = set()
-    scratch: dict[str, str] = {}  # password hash -> session auth hash, for this batch
+    hashes = _SessionHashes()
     largest = _BATCH_SIZES[-1]
     for start in range(0, len(unique), largest):
         chunk = unique[start : start + largest]
@@ -301,6 +305,6 @@ def grants_refused(*, grants: list[Grant]) -> set[Grant]:
             session_param = db_value(source, source._meta.pk.name, UUID(grant.session_key))
             params += [index, grant.user_id, session_param, grant.token_digest, grant.login_session, grant.auth_hash]
         for index, password in fetch_all(_grants_sql(size, login_model), [*params, *extra]):
-            if password is None or _password_signs(password, unique[index].auth_hash, scratch):
+            if password is None or hashes.signs(password, unique[index].auth_hash):
                 holding.add(index)
     return {grant for index, grant in enumerate(unique) if index not in holding}
