@@ -33,6 +33,7 @@ from uuid import UUID
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY
 
 from realtime import metrics, sse
 from realtime.access import Credentials, Grant, StreamRefused, StreamStart, stream_open
@@ -300,7 +301,11 @@ class SessionStream(AsyncHttpConsumer):
         ticket = (query.get("ticket") or [None])[-1]
         login = self.scope.get("session") if user_id else None
         return Credentials(
-            user_id=user_id, token=token, ticket=ticket, login_session=login.session_key if login is not None else None
+            user_id=user_id,
+            token=token,
+            ticket=ticket,
+            login_session=login.session_key if login is not None else None,
+            login_hash=login.get(HASH_SESSION_KEY) if login is not None else None,
         )
 
     # --- what the hub calls -----------------------------------------------------------

@@ -190,9 +190,11 @@ class StreamTicketApi(APIView):
     @extend_schema(request=None, responses={201: TicketOutput})
     def post(self, request: Request, session_id: str) -> Response:
         session, _ = session_for(request, session_id)
-        # Bound to the token used, if any: revoking it also ends the stream (CONTRACT §2).
+        # Bound to the token used, if any: revoking it also ends the stream (CONTRACT §2);
+        # asked for with the cookie, to the password: changing it also ends the stream.
         digest = getattr(request.auth, "digest", None)
-        ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk, token_digest=digest)
+        auth_hash = request.user.get_session_auth_hash() if digest is None else None
+        ticket = ticket_issue(user_id=request.user.pk, session_id=session.pk, token_digest=digest, auth_hash=auth_hash)
         body = TicketOutput({"ticket": ticket, "expiresIn": settings.CHORUS_STREAM_TICKET_SECONDS}).data
         return Response(body, status=status.HTTP_201_CREATED)
 

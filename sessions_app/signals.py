@@ -1,8 +1,9 @@
 """Changes to users made anywhere (the admin, a shell) that may end their open streams.
 
-There is no service for deactivating a user or taking away staff status: the admin saves
-the user. These receivers only ring the doorbell (realtime.publish.streams_recheck); the
-check itself reads the database, and streams are re-checked periodically anyway.
+There is no service for deactivating a user, taking away staff status or changing a
+password: the admin (or `manage.py changepassword`) saves the user. These receivers only
+ring the doorbell (realtime.publish.streams_recheck); the check itself reads the
+database, and streams are re-checked periodically anyway.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from django.db.models.signals import post_delete, post_save
 
 from realtime.publish import streams_recheck
 
-_RIGHTS = frozenset({"is_active", "is_staff"})
+# A password change ends the user's cookie streams of other logins (realtime.access: the
+# grant's session auth hash no longer matches).
+_RIGHTS = frozenset({"is_active", "is_staff", "password"})
 
 
 def _user_saved(sender, instance, created: bool, update_fields=None, **kwargs) -> None:

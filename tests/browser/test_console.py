@@ -237,3 +237,38 @@ def save_page_screenshots(page, name: str) -> None:
         page.set_viewport_size(size)
         page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
+
+
+# Per ops table on the page: its width and its container's, and for `cards` tables how its
+# head and rows are laid out.
+TABLE_LAYOUT = """
+() => [...document.querySelectorAll("table.ops-table")].map((table) => ({
+  width: table.getBoundingClientRect().width,
+  container: table.parentElement.clientWidth,
+  cards: table.classList.contains("cards"),
+  head: getComputedStyle(table.tHead).display,
+  row: ((row) => (row ? getComputedStyle(row).display : null))(
+    [...table.tBodies[0].rows].find((row) => !row.classList.contains("empty")),
+  ),
+}))
+"""
+
+
+def test_ops_tables_take_the_full_width_at_desktop_and_become_cards_on_a_phone(cluster, console):
+    new_session(cluster, "Wide tables")
+    for path in ("/ops/", "/ops/sessions/"):
+        console.goto(cluster.urls[0] + path)
+        console.set_viewport_size(DESKTOP)
+        tables = console.evaluate(TABLE_LAYOUT)
+        assert tables, path
+        for table in tables:
+            assert abs(table["width"] - table["container"]) <= 1, (path, table)
+            assert table["head"] != "none", (path, table)
+        console.set_viewport_size(PHONE)
+        for table in console.evaluate(TABLE_LAYOUT):
+            if table["cards"]:  # one card per row, as wide as the screen (others scroll sideways)
+                assert table["head"] == "none" and table["row"] in ("grid", None), (path, table)
+                assert abs(table["width"] - table["container"]) <= 1, (path, table)
+        console.set_viewport_size(DESKTOP)
+    console.goto(f"{cluster.urls[0]}/ops/")  # the fixture checks the console is live at the end
+    console.wait_for_selector('#ops-console[data-ready="true"]')

@@ -266,3 +266,39 @@ def test_system_notice_is_shown(person, rest, cluster):
     )
     expect(alice.page.locator(".notice .notice__text")).to_have_text(HOSTILE, timeout=WAIT_MS)
     assert alice.page.locator("img").count() == 0 and alice.dialogs == []
+
+
+# The badge's box, whether it lies inside the viewport, and whether it is what the page
+# shows at its centre (nothing drawn over it).
+BADGE_IN_VIEW = """
+() => {
+  const badge = document.getElementById("connection-badge");
+  const box = badge.getBoundingClientRect();
+  const inside = box.top >= 0 && box.left >= 0 && box.bottom <= innerHeight && box.right <= innerWidth;
+  const atCentre = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+  return { inside, onTop: badge.contains(atCentre), bottom: box.bottom };
+}
+"""
+
+
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_the_connection_badge_stays_in_view_at_the_end_of_a_long_conversation(person, rest, viewport):
+    from tests.browser.conftest import DESKTOP, PHONE
+
+    api = rest("alice")
+    session = new_session(api, "A long conversation")
+    for n in range(40):
+        text = f"Message {n}: " + "a line of conversation " * 6
+        assert api.post(f"/api/v1/sessions/{session['id']}/messages/", json={"content": text}).status_code == 201
+    alice = person("alice", viewport=DESKTOP if viewport == "desktop" else PHONE)
+    alice.open_session(session["id"])
+    page = alice.page
+    expect(page.locator(".message")).to_have_count(40)
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    page.wait_for_function("() => scrollY > 0 && Math.ceil(scrollY + innerHeight) >= document.body.scrollHeight")
+    badge = page.evaluate(BADGE_IN_VIEW)
+    assert badge["inside"] and badge["onTop"], badge
+    # It covers no message: the newest one is wholly below it, where scrolling brought it.
+    last = page.locator(".message").last.bounding_box()
+    assert last["y"] >= badge["bottom"], (last, badge)
+    screenshot(page, f"session-{viewport}-scrolled")

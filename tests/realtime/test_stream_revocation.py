@@ -359,3 +359,94 @@ async def test_a_login_session_that_ends_behind_the_apps_back_ends_its_streams(a
     stream = await opened(asgi_app, collab, headers=await cookie_header(bob))
     await sync(lambda: Session.objects.all().delete())()  # e.g. clearsessions, or an expiry
     assert await rest_of(stream) == ["access_revoked"]
+
+
+# --- password changes -------------------------------------------------------------------
+def logged_in(user):
+    """A browser signed in the way the web app signs in, and its cookie header."""
+    from django.conf import settings
+    from django.test import Client
+
+    browser = Client()
+    response = browser.post("/accounts/login/", {"username": user.username, "password": "pw-for-tests"})
+    assert response.status_code == 302, "login failed"
+    return browser, {"Cookie": f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"}
+
+
+def cookie_of(browser) -> dict:
+    from django.conf import settings
+
+    return {"Cookie": f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"}
+
+
+async def test_a_password_change_ends_the_users_other_logins_streams(asgi_app, collab, bob, periodic_only):
+    """Through the admin's own form (Django's PasswordChangeView: update_session_auth_hash
+    gives the changer's login a new session key and the new hash)."""
+    await sync(User.objects.filter(pk=bob.pk).update)(is_staff=True)  # the admin's form is staff-only
+    changer, changer_cookie = await sync(logged_in)(bob)
+    _, other_cookie = await sync(logged_in)(bob)
+    on_changer = await opened(asgi_app, collab, headers=changer_cookie)
+    on_other = await opened(asgi_app, collab, headers=other_cookie)
+    form = {"old_password": "pw-for-tests", "new_password1": "a-new-pw-4-bob", "new_password2": "a-new-pw-4-bob"}
+    assert (await sync(changer.post)("/admin/password_change/", form)).status_code == 302
+    assert await rest_of(on_other) == ["access_revoked"]
+    # The changer's stream rested on the login's old session key, which Django replaced
+    # (cycle_key): it ends too, and the changer's new cookie opens a stream that stays.
+    assert await rest_of(on_changer) == ["access_revoked"]
+    assert cookie_of(changer) != changer_cookie
+    again = await opened(asgi_app, collab, headers=cookie_of(changer))
+    await still_live(again, collab, bob)
+    await again.disconnect()
+
+
+async def test_a_password_changed_behind_the_apps_back_ends_cookie_streams(asgi_app, collab, bob, carol, periodic_only):
+    """No signal, no doorbell: the periodic re-check compares the login's session auth hash
+    with the password now stored."""
+    from django.contrib.auth.hashers import make_password
+
+    stream = await opened(asgi_app, collab, headers=await cookie_header(bob))
+    carols = await opened(asgi_app, collab, headers=await cookie_header(carol))
+    await sync(User.objects.filter(pk=bob.pk).update)(password=make_password("changed-in-sql"))
+    assert await rest_of(stream) == ["access_revoked"]
+    await still_live(carols, collab, bob)
+    await carols.disconnect()
+
+
+async def test_set_password_saved_with_update_fields_rings_the_doorbell(asgi_app, collab, bob, triggers_only):
+    stream = await opened(asgi_app, collab, headers=await cookie_header(bob))
+    token_stream = await opened(asgi_app, collab, headers=token_headers(await sync(token_for)(bob)))
+
+    def change() -> None:
+        user = User.objects.get(pk=bob.pk)
+        user.set_password("a-new-pw-4-bob")
+        user.save(update_fields=["password"])
+
+    await sync(change)()
+    assert await rest_of(stream) == ["access_revoked"]
+    # API tokens are not logins: a password change leaves them (logout-all revokes them).
+    await still_live(token_stream, collab, bob)
+    await token_stream.disconnect()
+
+
+def ticket_with_cookie(browser, session) -> str:
+    response = browser.post(f"/api/v1/sessions/{session.pk}/stream-ticket/")
+    assert response.status_code == 201, response.content
+    return response.json()["ticket"]
+
+
+async def test_a_ticket_asked_for_with_the_cookie_ends_with_the_password(asgi_app, collab, bob, triggers_only):
+    browser, _ = await sync(logged_in)(bob)
+    stream = await opened(asgi_app, collab, query={"ticket": await sync(ticket_with_cookie)(browser, collab)})
+    unused = await sync(ticket_with_cookie)(browser, collab)
+
+    def change() -> None:
+        user = User.objects.get(pk=bob.pk)
+        user.set_password("a-new-pw-4-bob")
+        user.save()
+
+    await sync(change)()
+    assert await rest_of(stream) == ["access_revoked"]
+    # A ticket issued before the change, still within its minute, no longer opens.
+    async with ASGIStream(asgi_app, stream_path(collab), query={"ticket": unused}) as refused:
+        await asyncio.wait_for(refused.finished.wait(), 5)
+        assert refused.status == 401
