@@ -92,3 +92,49 @@ async def test_hub_first_started_by_readyz_still_serves_database_work(asgi_app, 
             await post(session=collab, author=bob, content="reveals the gap")
         frames = await s.events_until(collab.last_event_id + 2)  # the gap fill reads the database
         assert [f.json["data"]["content"] for f in frames] == ["lost", "reveals the gap"]
+
+
+async def test_in_thread_runs_off_the_loop_and_async_to_sync_comes_back_to_it():
+    import threading
+
+    from asgiref.sync import async_to_sync
+
+    from config.django_handler import in_thread
+
+    loop = asyncio.get_running_loop()
+    seen = {}
+
+    async def on_the_loop():
+        seen["loop"] = asyncio.get_running_loop()
+
+    def in_a_thread():
+        seen["thread"] = threading.current_thread()
+        async_to_sync(on_the_loop)()
+        return "done"
+
+    assert await in_thread(in_a_thread) == "done"
+    assert seen["thread"] is not threading.main_thread()
+    assert seen["loop"] is loop
+
+
+async def test_in_thread_cancelled_lets_the_call_finish_first():
+    import threading
+
+    from config.django_handler import in_thread
+
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(5)
+        finished.set()
+
+    task = asyncio.ensure_future(in_thread(slow))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert not task.done()  # still waiting for the thread
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert finished.is_set()
