@@ -27,6 +27,7 @@ from django.utils import timezone
 from realtime import metrics
 from realtime.events import EventPayload, EventType, envelope, envelope_json
 from realtime.models import Event
+from realtime.redis_publish import group_publish
 from realtime.sql import cached_sql, db_value, insert
 from realtime.sql import table as table_name
 
@@ -286,9 +287,14 @@ async def _send_bounded(group: str, message: dict) -> None:
     layer = get_channel_layer()
     async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
         try:
-            await layer.group_send(group, message)
+            await _group_send(layer, group, message)
         except Exception:
-            await layer.group_send(group, message)
+            await _group_send(layer, group, message)
+
+
+async def _group_send(layer, group: str, message: dict) -> None:
+    if not await group_publish(layer, group, message):
+        await layer.group_send(group, message)
 
 
 def _group_send_from_sync(group: str, message: dict) -> None:

@@ -37,7 +37,7 @@ class RedisServer:
     """A redis-server of our own on a free port (the shared one on 6379 is left alone):
     no persistence, so a restart loses everything, as a fresh failover would."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError("redis-server is not installed")
@@ -45,6 +45,7 @@ class RedisServer:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="chorus-redis-"))
         self.proc: subprocess.Popen | None = None
+        self.options = list(options)  # more redis-server options, e.g. "--requirepass", "secret"
 
     @property
     def url(self) -> str:
@@ -53,7 +54,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
             [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", ""],
+             "--dir", str(self.dir), "--logfile", "", *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_port(self.port)
