@@ -78,7 +78,7 @@ def _fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, label: str) -> list[str]:
     lat = row.latency or {}
     ok = row.lost == 0 and row.duplicated == 0 and row.out_of_order == 0
     extra = []
@@ -108,7 +108,7 @@ def _cells(row: Row) -> list[str]:
         extra.append(f"ERROR {row.error[:120]}")
     delivered = f"{row.received}/{row.expected}" if row.expected else "-"
     return [
-        row.scenario if row.target == "chorus" else f"  {row.target}",
+        label,
         f"{row.connected}/{row.subscribers}",
         delivered + ("" if ok or not row.expected else " !"),
         _fmt(row.lost if row.expected else None),
@@ -125,12 +125,29 @@ def _cells(row: Row) -> list[str]:
     ]
 
 
+def _labels(rows: Sequence[Row]) -> list[str]:
+    """The scenario column: a peer's row right under Chorus's of the same scenario is named
+    by the peer alone, indented; elsewhere as `scenario @peer`."""
+    labels = []
+    for i, row in enumerate(rows):
+        above = rows[i - 1] if i else None
+        if row.target == "chorus":
+            labels.append(row.scenario)
+        elif above is not None and above.scenario == row.scenario and above.target == "chorus":
+            labels.append(f"  {row.target}")
+        else:
+            labels.append(f"{row.scenario} @{row.target}")
+    return labels
+
+
 def table(rows: Sequence[Row]) -> str:
-    lines = ["  ".join(name.ljust(width) if width else name for name, width in _COLUMNS)]
-    lines.append("  ".join("-" * width if width else "-----" for _, width in _COLUMNS))
-    for row in rows:
-        cells = _cells(row)
-        lines.append("  ".join(c.ljust(w) if w else c for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
+    labels = _labels(rows)
+    columns = [(_COLUMNS[0][0], max([_COLUMNS[0][1], *map(len, labels)])), *_COLUMNS[1:]]
+    lines = ["  ".join(name.ljust(width) if width else name for name, width in columns)]
+    lines.append("  ".join("-" * width if width else "-----" for _, width in columns))
+    for row, label in zip(rows, labels, strict=True):
+        cells = _cells(row, label)
+        lines.append("  ".join(c.ljust(w) if w else c for c, (_, w) in zip(cells, columns, strict=True)))
     lines.append(
         "latency p50..max: publish-to-receive in ms; cpu/1k: server CPU ms (utime+stime of the server "
         "processes, REST publishing included) per 1,000 deliveries; KB/strm: server RSS growth per open stream"
@@ -187,6 +204,10 @@ def compare(rows: Sequence[Row]) -> list[tuple[str, str, dict]]:
     return out
 
 
+def _figure(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
 def comparison_text(rows: Sequence[Row]) -> str:
     """The ratios under the table: Chorus / peer per metric, issue 12's targets marked."""
     compared = compare(rows)
@@ -200,7 +221,7 @@ def comparison_text(rows: Sequence[Row]) -> str:
         cells = []
         for name, f in figures.items():
             ratio = "-" if f["ratio"] is None else f"{f['ratio']:.2f}x"
-            cell = f"{name} {_fmt(f['chorus'])} / {_fmt(f['peer'])} = {ratio}"
+            cell = f"{name} {_figure(f['chorus'])} / {_figure(f['peer'])} = {ratio}"
             if "target" in f:
                 cell += f" (target <= {f['target']:g}x: {'met' if f['met'] else 'MISSED'})"
             cells.append(cell)

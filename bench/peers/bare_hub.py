@@ -48,6 +48,7 @@ Send = Callable[[dict], Awaitable[None]]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").split(",")[0].strip()
 PREFIX = os.environ.get("BARE_HUB_PREFIX", "bare-hub")
 KEEPALIVE_SECONDS = float(os.environ.get("BARE_HUB_KEEPALIVE_SECONDS", "15"))
+REDIS_CONNECTIONS = 32  # per process, for the id counters
 SESSION_TTL_SECONDS = 24 * 3600  # counters of sessions made by POST /api/v1/sessions/ expire
 
 _STREAM_HEADERS = [
@@ -92,7 +93,10 @@ class Hub:
 
     def __init__(self) -> None:
         self.layer = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=PREFIX)
-        self.redis = aioredis.Redis.from_url(REDIS_URL)
+        # Counters are read and incremented on a bounded pool that makes a burst of
+        # requests wait for a connection (the default pool refuses beyond its size).
+        pool = aioredis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=10)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self.channel = ""
         self.streams: dict[str, set[Stream]] = {}
         self.joining: dict[str, asyncio.Future] = {}
@@ -107,7 +111,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.layer.flush()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     async def join(self, session: str, stream: Stream) -> None:
         """Add a stream; the first of its session in this process subscribes to the

@@ -84,3 +84,17 @@ def test_bad_posts_get_a_json_error(peer):
         assert response.status_code == 400
         assert "detail" in response.json()
         assert client.get(f"/api/v1/sessions/{session}/").json()["lastEventId"] == 0
+
+
+def test_an_idle_stream_gets_keepalives(redis_url):
+    peer = BareHubCluster(redis_url=redis_url, processes=1, env={"BARE_HUB_KEEPALIVE_SECONDS": "0.2"}).start()
+    try:
+        with httpx.Client(base_url=peer.urls[0], timeout=10) as client:
+            session = client.post("/api/v1/sessions/", json={"title": "t"}).json()["id"]
+            with client.stream("GET", f"/sse/sessions/{session}/") as response:
+                assert response.headers["content-type"] == "text/event-stream"
+                lines = response.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: connection"
+                assert next(line for line in lines if line.startswith(":")) == ": keepalive"
+    finally:
+        peer.stop()
