@@ -210,9 +210,9 @@ async def stream(scope: Scope, receive: Receive, send: Send, hub: Hub, session: 
     """`GET /sse/sessions/{id}/`: subscribe, read the newest id, open with `retry:` and
     the `connection` event, then send what the hub queues until the client goes."""
     own = Stream()
-    await hub.join(session, own)
     watcher: asyncio.Task | None = None
     try:
+        await hub.join(session, own)
         # Subscribed before the newest id is read: every later id reaches the queue.
         own.after = await hub.newest(session)
         await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
