@@ -13,17 +13,22 @@ with uvloop and httptools, or daphne), the same channel layer (channels_redis's
 - a post takes its event id from Redis (`INCR` of a per-session key: two processes post to
   the same session, so an id counter in process memory would hand out the same id twice),
   encodes the frame once and `group_send`s it; each process fans the same bytes out;
+- ids reach streams in order: the `INCR` and the `PUBLISH` of a post are two round trips,
+  and two posts in flight (in one process or two) can publish in the other order, so the
+  hub holds an event that comes ahead of a missing id until the id arrives, for at most
+  `BARE_HUB_REORDER_WAIT_SECONDS` (then it gives the missing id up: there is nowhere to
+  read it from). This costs per event and process, not per delivery;
 - no database, no authentication, no membership, no replay (`Last-Event-ID` is ignored:
-  a stream starts after the session's newest id), no presence, no reordering (an event
-  that overtakes a lower id on the way through Redis reaches streams in that order), no
-  bound on a slow stream's queue.
+  a stream starts after the session's newest id), no presence, no bound on a slow
+  stream's queue.
 
 The REST calls the benchmark makes are answered just enough for it to run unchanged:
 `POST /api/v1/sessions/` (a new id), `POST .../members/` (accepted, ignored),
 `GET /api/v1/sessions/{id}/` (`lastEventId`), `POST .../messages/` and `GET /readyz`.
 
 Run: `uvicorn bench.peers.bare_hub:app --loop uvloop --http httptools` with `REDIS_URL`
-and `BARE_HUB_PREFIX` (Redis key and channel prefix, one per cluster) in the environment.
+(the channel layer), `BARE_HUB_COUNTER_URL` (the id counters; by default `REDIS_URL`) and
+`BARE_HUB_PREFIX` (Redis key and channel prefix, one per cluster) in the environment.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").split(",")[0].strip()
+COUNTER_URL = os.environ.get("BARE_HUB_COUNTER_URL", REDIS_URL)
 PREFIX = os.environ.get("BARE_HUB_PREFIX", "bare-hub")
 KEEPALIVE_SECONDS = float(os.environ.get("BARE_HUB_KEEPALIVE_SECONDS", "15"))
+REORDER_WAIT_SECONDS = float(os.environ.get("BARE_HUB_REORDER_WAIT_SECONDS", "1"))
 REDIS_CONNECTIONS = 32  # per process, for the id counters
 SESSION_TTL_SECONDS = 24 * 3600  # counters of sessions made by POST /api/v1/sessions/ expire
 
@@ -95,11 +102,16 @@ class Hub:
         self.layer = RedisPubSubChannelLayer(hosts=[REDIS_URL], prefix=PREFIX)
         # Counters are read and incremented on a bounded pool that makes a burst of
         # requests wait for a connection (the default pool refuses beyond its size).
-        pool = aioredis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=10)
+        pool = aioredis.BlockingConnectionPool.from_url(COUNTER_URL, max_connections=REDIS_CONNECTIONS, timeout=10)
         self.redis = aioredis.Redis(connection_pool=pool)
         self.channel = ""
         self.streams: dict[str, set[Stream]] = {}
         self.joining: dict[str, asyncio.Future] = {}
+        # Per subscribed session: the newest id handed to the local streams, the events
+        # that came ahead of a missing id, and the timer that gives the missing id up.
+        self.released: dict[str, int] = {}
+        self.early: dict[str, dict[int, bytes]] = {}
+        self.gap_timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -122,6 +134,8 @@ class Hub:
             done = self.joining[session] = asyncio.get_running_loop().create_future()
             try:
                 await self.layer.group_add(session_group(session), self.channel)
+                # Subscribed first: every id after this one reaches the channel.
+                self._start_from(session, await self.newest(session))
             finally:
                 done.set_result(None)
                 del self.joining[session]
@@ -135,16 +149,67 @@ class Hub:
         local.discard(stream)
         if not local:
             del self.streams[session]
+            self.released.pop(session, None)
+            self.early.pop(session, None)
+            timer = self.gap_timers.pop(session, None)
+            if timer is not None:
+                timer.cancel()
             await self.layer.group_discard(session_group(session), self.channel)
 
     async def _read(self) -> None:
         """The one reader of the process's channel: each event goes to every local
-        stream of its session, the same frame bytes to all."""
+        stream of its session in id order, the same frame bytes to all."""
         while True:
             message = await self.layer.receive(self.channel)
-            item = (message["seq"], message["frame"])
-            for stream in self.streams.get(message["session"], ()):
-                stream.queue.put_nowait(item)
+            session, seq = message["session"], message["seq"]
+            if session not in self.streams:
+                continue
+            last = self.released.get(session)
+            if last is not None and seq == last + 1 and not self.early.get(session):
+                self._release(session, seq, message["frame"])  # the usual case
+            elif last is None or seq > last:
+                self.early.setdefault(session, {})[seq] = message["frame"]
+                if last is not None:
+                    self._release_ready(session)
+
+    def _release(self, session: str, seq: int, frame: bytes) -> None:
+        self.released[session] = seq
+        item = (seq, frame)
+        for stream in self.streams[session]:
+            stream.queue.put_nowait(item)
+
+    def _start_from(self, session: str, newest: int) -> None:
+        """The session's subscription is made and its newest id read: what came in
+        meanwhile up to that id is dropped, the rest released in order."""
+        self.released[session] = newest
+        early = self.early.get(session, {})
+        for seq in [s for s in early if s <= newest]:
+            del early[seq]
+        self._release_ready(session)
+
+    def _release_ready(self, session: str) -> None:
+        """Release the held events that follow the newest released id without a gap; wait
+        (a timer) for the missing id of those that do not."""
+        early = self.early.get(session)
+        while early and self.released[session] + 1 in early:
+            seq = self.released[session] + 1
+            self._release(session, seq, early.pop(seq))
+        timer = self.gap_timers.get(session)
+        if early and timer is None:
+            self.gap_timers[session] = asyncio.get_running_loop().call_later(
+                REORDER_WAIT_SECONDS, self._give_up_gap, session
+            )
+        elif not early and timer is not None:
+            timer.cancel()
+            del self.gap_timers[session]
+
+    def _give_up_gap(self, session: str) -> None:
+        """The missing id did not come (the layer lost it): go on from the next held one."""
+        self.gap_timers.pop(session, None)
+        early = self.early.get(session)
+        if early and session in self.streams:
+            self.released[session] = min(early) - 1
+            self._release_ready(session)
 
     async def _keepalive(self) -> None:
         loop = asyncio.get_running_loop()

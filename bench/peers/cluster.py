@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 import httpx
 import redis
@@ -34,16 +35,25 @@ PEER_SKIPPED = {
 class BareHubCluster:
     """N processes of bench/peers/bare_hub.py on the real Redis, under the bench's server
     (uvicorn with uvloop and httptools, or daphne). Their Redis keys and channels carry a
-    prefix of their own, deleted at `stop()`."""
+    prefix of their own, deleted at `stop()`.
+
+    The id counters live in Redis database `counter_db`, not the channel layer's: test
+    suites that share this Redis empty database 0 (`cache.clear()` is a FLUSHDB), which
+    restarted the counters mid-run (ids handed out twice). Pub/sub ignores databases."""
 
     redis_url: str
     server: str = "uvicorn"
     processes: int = 2
     env: dict[str, str] = field(default_factory=dict)
+    counter_db: int = 15
     prefix: str = field(default_factory=lambda: f"bare-hub-{uuid.uuid4().hex[:10]}")
     ports: list[int] = field(default_factory=list)
     procs: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+
+    @property
+    def counter_url(self) -> str:
+        return urlunparse(urlparse(self.redis_url.split(",")[0].strip())._replace(path=f"/{self.counter_db}"))
 
     @property
     def urls(self) -> list[str]:
@@ -59,7 +69,13 @@ class BareHubCluster:
         return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
 
     def start(self) -> BareHubCluster:
-        env = {**os.environ, "REDIS_URL": self.redis_url, "BARE_HUB_PREFIX": self.prefix, **self.env}
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "BARE_HUB_COUNTER_URL": self.counter_url,
+            "BARE_HUB_PREFIX": self.prefix,
+            **self.env,
+        }
         for _ in range(self.processes):
             port = free_port()
             while port in self.ports:
@@ -97,7 +113,7 @@ class BareHubCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        client = redis.Redis.from_url(self.redis_url.split(",")[0].strip())
+        client = redis.Redis.from_url(self.counter_url)
         try:
             keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))
             for start in range(0, len(keys), 500):

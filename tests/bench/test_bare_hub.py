@@ -3,6 +3,7 @@ a post to one process reaches a stream on each process once, with the id Redis g
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -98,3 +99,32 @@ def test_an_idle_stream_gets_keepalives(redis_url):
                 assert next(line for line in lines if line.startswith(":")) == ": keepalive"
     finally:
         peer.stop()
+
+
+def test_an_event_ahead_of_a_missing_id_waits_for_it(peer):
+    """Two posts in flight can reach Redis in the other order than their ids (INCR and
+    PUBLISH are two round trips): streams still get them in id order."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from bench.peers.bare_hub import session_group
+    from realtime import sse
+
+    async def publish(session: str, *ids: int) -> None:
+        layer = RedisPubSubChannelLayer(hosts=[peer.redis_url], prefix=peer.prefix)
+        for seq in ids:
+            frame = sse.frame(seq, "message_created", json.dumps({"id": seq}))
+            await layer.group_send(
+                session_group(session), {"type": "session.event", "session": session, "seq": seq, "frame": frame}
+            )
+        await layer.flush()
+
+    with httpx.Client(base_url=peer.urls[1], timeout=10) as client:
+        session = client.post("/api/v1/sessions/", json={"title": "t"}).json()["id"]
+        with client.stream("GET", f"/sse/sessions/{session}/") as response:
+            stream = frames(response.iter_lines())
+            assert next(f for f in stream if f.get("event") == "connection")
+            asyncio.run(publish(session, 2, 1))
+            assert [next_numbered(stream)["id"], next_numbered(stream)["id"]] == ["1", "2"]
+            # An id that never comes (the layer lost it) is given up after a while.
+            asyncio.run(publish(session, 4))
+            assert next_numbered(stream)["id"] == "4"
