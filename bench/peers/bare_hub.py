@@ -239,7 +239,21 @@ class Hub:
         return {**payload.data, "id": payload.data["messageId"], "sessionId": session, "eventId": seq}
 
 
-_hub: Hub | None = None
+_hub: asyncio.Future[Hub] | None = None
+
+
+def _started_hub() -> asyncio.Future[Hub]:
+    """The process's hub, started once (requests that come meanwhile wait for it)."""
+    global _hub
+    if _hub is None:
+
+        async def start() -> Hub:
+            hub = Hub()
+            await hub.start()
+            return hub
+
+        _hub = asyncio.ensure_future(start())
+    return _hub
 
 
 async def _respond(send: Send, status: int, body: dict) -> None:
@@ -311,25 +325,20 @@ async def stream(scope: Scope, receive: Receive, send: Send, hub: Hub, session: 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI application."""
-    global _hub
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _hub = Hub()
-                await _hub.start()
+                await _started_hub()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if _hub is not None:
-                    await _hub.stop()
+                    await (await _hub).stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":
         return
-    if _hub is None:  # a server that runs no lifespan (daphne does not)
-        _hub = Hub()
-        await _hub.start()
-    hub = _hub
+    hub = await _started_hub()  # at the first request under a server without lifespan (daphne)
     for method, pattern, name in _ROUTES:
         match = pattern.match(scope["path"])
         if match is None:
