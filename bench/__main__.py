@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
         for scenario in DEFAULT:
-            print(f"{scenario.name:16} {scenario.describe()}")
+            peer = "" if scenario.kind in PEER_KINDS else "  (not on the bare-hub peer)"
+            print(f"{scenario.name:20} {scenario.describe()}{peer}")
         return 0
     try:
         import uvloop
