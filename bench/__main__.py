@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bench import procstats
 from bench.client import raise_nofile_limit
-from bench.report import table, write_json
+from bench.peers.cluster import PEER_KINDS, PEER_SKIPPED, PEERS
+from bench.report import comparison_text, table, write_json
 from bench.scenarios import DEFAULT, QUICK, Bench, Options
 
 
@@ -65,8 +66,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="N",
         help="regenerations running at once in tokens-1000 (default 2; 1 means one publisher at a time)",
     )
+    parser.add_argument(
+        "--peer",
+        choices=PEERS,
+        default="",
+        help="also run each scenario against this comparator, right after Chorus, and print the ratios "
+        "(bench/README.md, 'The bare-hub peer')",
+    )
+    parser.add_argument("--peer-only", action="store_true", help="run the scenarios against the peer alone")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
+    if args.peer_only and not args.peer:
+        args.peer = PEERS[0]
     wanted = [n.strip() for item in args.scenario for n in item.split(",") if n.strip()]
     unknown = sorted(set(wanted) - set(names))
     if unknown:
@@ -105,6 +116,8 @@ async def run(args: argparse.Namespace) -> int:
 
     meta = {
         "server": args.server,
+        "peer": args.peer,
+        "peer_only": args.peer_only,
         "processes": args.processes,
         "quick": args.quick,
         "server_env": args.server_env,
@@ -124,26 +137,44 @@ async def run(args: argparse.Namespace) -> int:
     )
     bench = Bench(options, log)
     rows = []
+    skipped = []
     try:
         for scenario in scenarios:
-            log(f"-- {scenario.name}: {scenario.describe()}")
-            row = await bench.run(scenario)
-            rows.append(row)
-            log(table([row]).splitlines()[2] + f"  [{row.notes.get('wall_seconds')} s]")
+            # Chorus first, then the peer at once: the two figures are taken minutes apart.
+            targets = [] if args.peer_only else ["chorus"]
+            if args.peer and scenario.kind in PEER_KINDS:
+                targets.append(args.peer)
+            elif args.peer:
+                skipped.append(f"{scenario.name} on {args.peer}: {PEER_SKIPPED.get(scenario.kind, 'does not apply')}")
+                log(f"-- {scenario.name}: skipped on {args.peer} ({PEER_SKIPPED.get(scenario.kind, '')})")
+            for target in targets:
+                on = "" if target == "chorus" else f" [on {target}]"
+                log(f"-- {scenario.name}{on}: {scenario.describe()}")
+                row = await bench.run(scenario, target)
+                rows.append(row)
+                log(table([row]).splitlines()[2] + f"  [{row.notes.get('wall_seconds')} s]")
     finally:
         bench.stop()
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     meta["loadavg_at_end"] = procstats.loadavg()
+    meta["skipped"] = skipped
     path = write_json(rows, meta)
     git = meta["git"]
+    peer = f", peer {args.peer}{' only' if args.peer_only else ''}" if args.peer else ""
     print(
-        f"\nChorus bench: {args.server} x{args.processes}, {os.cpu_count()} cpus, quick={args.quick}, "
+        f"\nChorus bench: {args.server} x{args.processes}{peer}, {os.cpu_count()} cpus, quick={args.quick}, "
         f"commit {git.get('commit', '?')}{' + local changes' if git.get('modified') else ''}, "
         f"load {meta['machine']['loadavg_at_start']} -> {meta['loadavg_at_end']}"
     )
     print(table(rows))
     for row in rows:
-        print(f"  {row.scenario}: {row.description}; client processes: {row.notes.get('client_processes')}")
+        if row.target == "chorus" or args.peer_only:
+            print(f"  {row.scenario}: {row.description}; client processes: {row.notes.get('client_processes')}")
+    comparison = comparison_text(rows)
+    if comparison:
+        print("\n" + comparison)
+    for line in skipped:
+        print(f"  skipped {line}")
     print(f"\nfull results: {path}")
     return 1 if any(r.error for r in rows) else 0
 
@@ -152,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
         for scenario in DEFAULT:
-            print(f"{scenario.name:16} {scenario.describe()}")
+            peer = "" if scenario.kind in PEER_KINDS else "  (not on the bare-hub peer)"
+            print(f"{scenario.name:20} {scenario.describe()}{peer}")
         return 0
     try:
         import uvloop

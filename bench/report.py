@@ -29,6 +29,7 @@ class Row:
     scenario: str
     description: str
     server: str
+    target: str = "chorus"  # or the peer measured (bench/peers), e.g. "bare-hub"
     subscribers: int = 0
     connected: int = 0
     received: int = 0
@@ -77,7 +78,7 @@ def _fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, label: str) -> list[str]:
     lat = row.latency or {}
     ok = row.lost == 0 and row.duplicated == 0 and row.out_of_order == 0
     extra = []
@@ -107,7 +108,7 @@ def _cells(row: Row) -> list[str]:
         extra.append(f"ERROR {row.error[:120]}")
     delivered = f"{row.received}/{row.expected}" if row.expected else "-"
     return [
-        row.scenario,
+        label,
         f"{row.connected}/{row.subscribers}",
         delivered + ("" if ok or not row.expected else " !"),
         _fmt(row.lost if row.expected else None),
@@ -124,12 +125,29 @@ def _cells(row: Row) -> list[str]:
     ]
 
 
+def _labels(rows: Sequence[Row]) -> list[str]:
+    """The scenario column: a peer's row right under Chorus's of the same scenario is named
+    by the peer alone, indented; elsewhere as `scenario @peer`."""
+    labels = []
+    for i, row in enumerate(rows):
+        above = rows[i - 1] if i else None
+        if row.target == "chorus":
+            labels.append(row.scenario)
+        elif above is not None and above.scenario == row.scenario and above.target == "chorus":
+            labels.append(f"  {row.target}")
+        else:
+            labels.append(f"{row.scenario} @{row.target}")
+    return labels
+
+
 def table(rows: Sequence[Row]) -> str:
-    lines = ["  ".join(name.ljust(width) if width else name for name, width in _COLUMNS)]
-    lines.append("  ".join("-" * width if width else "-----" for _, width in _COLUMNS))
-    for row in rows:
-        cells = _cells(row)
-        lines.append("  ".join(c.ljust(w) if w else c for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
+    labels = _labels(rows)
+    columns = [(_COLUMNS[0][0], max([_COLUMNS[0][1], *map(len, labels)])), *_COLUMNS[1:]]
+    lines = ["  ".join(name.ljust(width) if width else name for name, width in columns)]
+    lines.append("  ".join("-" * width if width else "-----" for _, width in columns))
+    for row, label in zip(rows, labels, strict=True):
+        cells = _cells(row, label)
+        lines.append("  ".join(c.ljust(w) if w else c for c, (_, w) in zip(cells, columns, strict=True)))
     lines.append(
         "latency p50..max: publish-to-receive in ms; cpu/1k: server CPU ms (utime+stime of the server "
         "processes, REST publishing included) per 1,000 deliveries; KB/strm: server RSS growth per open stream"
@@ -137,8 +155,87 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+# Issue 12's targets: Chorus / bare hub at most this, measured on the same machine.
+TARGETS = {("fanout-1000", "cpu/1k"): 1.1, ("fanout-100", "p50"): 1.5}
+
+
+def _metrics(row: Row) -> dict[str, float | None]:
+    """What is compared between Chorus and a peer, by scenario kind (read from the notes)."""
+    notes = row.notes
+    out: dict[str, float | None] = {}
+    if row.expected:
+        out["cpu/1k"] = row.cpu_ms_per_1k
+        out["p50"] = (row.latency or {}).get("p50")
+    if "delivery_only_cpu_ms_per_1k" in notes:
+        out["delivery cpu/1k"] = notes["delivery_only_cpu_ms_per_1k"]
+    if "server_cpu_ms_per_event" in notes:
+        out["cpu/event"] = notes["server_cpu_ms_per_event"]
+    if row.scenario.startswith("writers"):
+        out["posts/s"] = (notes.get("publish") or {}).get("achieved_rate")
+        out["POST p50"] = (notes.get("publish") or {}).get("post_ms_p50")
+    if "idle_server_cpu_ms_per_s" in notes:
+        out["idle cpu ms/s"] = notes["idle_server_cpu_ms_per_s"]
+        out["KB/strm"] = row.kb_per_stream
+    return out
+
+
+def compare(rows: Sequence[Row]) -> list[tuple[str, str, dict]]:
+    """For each scenario run on Chorus and on a peer: (scenario, peer, {metric: figures}),
+    each figure {"chorus", "peer", "ratio" (Chorus / peer), and "target", "met" where
+    issue 12 sets one}. Rows with an error are not compared."""
+    chorus = {r.scenario: r for r in rows if r.target == "chorus" and not r.error}
+    out = []
+    for peer in rows:
+        mine = chorus.get(peer.scenario)
+        if peer.target == "chorus" or peer.error or mine is None:
+            continue
+        figures = {}
+        theirs = _metrics(peer)
+        for name, value in _metrics(mine).items():
+            other = theirs.get(name)
+            if value is None or other is None:
+                continue
+            figure = {"chorus": value, "peer": other, "ratio": round(value / other, 2) if other else None}
+            target = TARGETS.get((peer.scenario, name))
+            if target is not None and figure["ratio"] is not None:
+                figure.update(target=target, met=figure["ratio"] <= target)
+            figures[name] = figure
+        out.append((peer.scenario, peer.target, figures))
+    return out
+
+
+def _figure(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def comparison_text(rows: Sequence[Row]) -> str:
+    """The ratios under the table: Chorus / peer per metric, issue 12's targets marked."""
+    compared = compare(rows)
+    if not compared:
+        return ""
+    lines = [
+        f"Chorus / {', '.join(sorted({peer for _, peer, _ in compared}))}: each figure is Chorus's over the "
+        "peer's (above 1 Chorus costs more; for posts/s, above 1 Chorus is faster)"
+    ]
+    for scenario, _, figures in compared:
+        cells = []
+        for name, f in figures.items():
+            ratio = "-" if f["ratio"] is None else f"{f['ratio']:.2f}x"
+            cell = f"{name} {_figure(f['chorus'])} / {_figure(f['peer'])} = {ratio}"
+            if "target" in f:
+                cell += f" (target <= {f['target']:g}x: {'met' if f['met'] else 'MISSED'})"
+            cells.append(cell)
+        lines.append(f"  {scenario:15} {'; '.join(cells)}")
+    return "\n".join(lines)
+
+
 def write_json(rows: Sequence[Row], meta: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{meta.get('server', 'run')}.json"
-    path.write_text(json.dumps({"meta": meta, "results": [r.as_json() for r in rows]}, indent=2) + "\n")
+    peer = f"-vs-{meta['peer']}" if meta.get("peer") else ""
+    path = RESULTS_DIR / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{meta.get('server', 'run')}{peer}.json"
+    comparisons = [{"scenario": s, "peer": p, "figures": f} for s, p, f in compare(rows)]
+    body = {"meta": meta, "results": [r.as_json() for r in rows]}
+    if comparisons:
+        body["comparisons"] = comparisons
+    path.write_text(json.dumps(body, indent=2) + "\n")
     return path

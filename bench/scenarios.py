@@ -17,6 +17,7 @@ import httpx
 
 from bench import procstats
 from bench.client import Spec, WorkerHandle
+from bench.peers.cluster import PEER_KINDS, BareHubCluster
 from bench.publisher import Api, PublishResult, bounded, closed_loop_publish, paced_publish, stamp
 from bench.report import Row, percentiles
 from tests.support.servers import Cluster
@@ -141,6 +142,7 @@ class Bench:
         self.log = log
         self.all_workers: list[WorkerHandle] = []
         self.workers: list[WorkerHandle] = []
+        self.target = "chorus"  # or a peer (bench/peers): what the scenario running now measures
 
     def use_workers(self, subs: int) -> list[WorkerHandle]:
         wanted = self.options.client_procs or min(2, max(1, -(-subs // 1000)))
@@ -153,7 +155,11 @@ class Bench:
         for worker in self.all_workers:
             worker.stop()
 
-    async def run(self, scenario: Scenario) -> Row:
+    async def run(self, scenario: Scenario, target: str = "chorus") -> Row:
+        """One scenario against Chorus (`target="chorus"`) or a peer (bench/peers)."""
+        if target != "chorus" and scenario.kind not in PEER_KINDS:
+            raise ValueError(f"{scenario.name} does not apply to the {target} peer")
+        self.target = target
         self.use_workers(max(1, scenario.subs))
         runner = {
             "fanout": self._fanout,
@@ -166,7 +172,7 @@ class Bench:
             "writers": self._writers,
             "regenerations": self._regenerations,
         }[scenario.kind]
-        row = Row(scenario=scenario.name, description=scenario.describe(), server=self.options.server)
+        row = Row(scenario=scenario.name, description=scenario.describe(), server=self.options.server, target=target)
         row.notes["client_processes"] = len(self.workers)
         started = time.monotonic()
         try:
@@ -188,14 +194,19 @@ class Bench:
         """A fresh cluster for one scenario; on the way out, the servers' logged errors
         are summarised into `row.notes` (they explain failed requests and losses)."""
         opts = self.options
-        cluster = Cluster(
-            postgres_url=opts.postgres_url,
-            redis_url=opts.redis_url,
-            server=opts.server,
-            processes=opts.processes,
-            # Thousands of subscribers share VIEWERS accounts: lift the per-user stream cap.
-            env={"CHORUS_LOG_LEVEL": "ERROR", "CHORUS_STREAM_MAX_PER_USER": "0", **opts.server_env, **(env or {})},
-        )
+        cluster: Cluster | BareHubCluster
+        if self.target == "chorus":
+            cluster = Cluster(
+                postgres_url=opts.postgres_url,
+                redis_url=opts.redis_url,
+                server=opts.server,
+                processes=opts.processes,
+                # Thousands of subscribers share VIEWERS accounts: lift the per-user stream cap.
+                env={"CHORUS_LOG_LEVEL": "ERROR", "CHORUS_STREAM_MAX_PER_USER": "0", **opts.server_env, **(env or {})},
+            )
+        else:
+            # The peer takes none of Chorus's settings; the same server, process count and Redis.
+            cluster = BareHubCluster(redis_url=opts.redis_url, server=opts.server, processes=opts.processes)
         try:
             await asyncio.to_thread(cluster.start)
             names = ["bench-owner", *(f"bench-viewer-{i}" for i in range(VIEWERS))]
@@ -535,7 +546,7 @@ class Published:
 _LOG_NOISE = re.compile(r"^\d{4}-\d\d-\d\d \S+ |\b[0-9a-f]{8}-[0-9a-f-]{27}\b|\[\d+\]|\d+")
 
 
-def server_log_errors(cluster: Cluster, limit: int = 5) -> dict[str, int]:
+def server_log_errors(cluster: Cluster | BareHubCluster, limit: int = 5) -> dict[str, int]:
     """The most frequent ERROR/CRITICAL/exception lines of the servers' logs, normalised
     (timestamps, ids and numbers blanked), with their counts."""
     found: Counter[str] = Counter()
@@ -553,7 +564,7 @@ def server_log_errors(cluster: Cluster, limit: int = 5) -> dict[str, int]:
 class Context:
     """One scenario's cluster, API client and user tokens."""
 
-    def __init__(self, bench: Bench, cluster: Cluster, api: Api, tokens: dict[str, str]) -> None:
+    def __init__(self, bench: Bench, cluster: Cluster | BareHubCluster, api: Api, tokens: dict[str, str]) -> None:
         self.bench = bench
         self.cluster = cluster
         self.api = api
