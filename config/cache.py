@@ -57,3 +57,20 @@ class FailOpenRedisCache(RedisCache):
     set_many = _fail_open(default=[])(RedisCache.set_many)
     delete_many = _fail_open()(RedisCache.delete_many)
     has_key = _fail_open(default=False)(RedisCache.has_key)
+
+    @_fail_open()
+    def clear(self) -> None:
+        """Delete this cache's keys. With a KEY_PREFIX (CHORUS_CACHE_KEY_PREFIX) only the
+        keys under it: Django's own clear() flushes the whole Redis database, and a Redis
+        shared with other deployments, or other test runs, would lose their keys too."""
+        if not self.key_prefix:
+            return super().clear()
+        client = self._cache.get_client(None, write=True)
+        batch = []
+        for key in client.scan_iter(match=f"{self.key_prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.delete(*batch)
+                batch = []
+        if batch:
+            client.delete(*batch)
