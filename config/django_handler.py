@@ -13,8 +13,8 @@ call on a pooled thread. Database connections stay correct because everything th
 and returns them for a request runs in that one thread. Async views still work: Django
 calls them through `async_to_sync`, back on the server's event loop.
 
-The hop itself is `run_in_executor` on the loop's default executor (the one asgiref's
-`sync_to_async(thread_sensitive=False)` used), without asgiref's wrapper around it: that
+The hop itself is a submit to a thread pool the size of the loop's default executor (which
+asgiref's `sync_to_async(thread_sensitive=False)` used), without asgiref's wrapper: that
 wrapper (a SyncToAsync object per call, signature inspection, context copied in and back,
 Local storage re-homed) was 7% of the server's GIL time in a message post (py-spy), for
 nothing a request needs. What `async_to_sync` needs in the thread (which loop is the
@@ -24,6 +24,7 @@ server's) is still set.
 import asyncio
 import contextvars
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
 from django.core import signals
@@ -73,12 +74,17 @@ class SingleHopASGIHandler(ASGIHandler):
             body_file.close()
 
 
+# As many threads as asyncio's default executor (and asgiref's thread_sensitive=False) has.
+_request_threads = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="request")
+
+
 async def in_thread(function, *args):
-    """`function(*args)` on a thread of the loop's default executor, in a copy of the
-    current context. If the caller is cancelled meanwhile, the call still runs to its end
-    (it holds a database connection until then) before the cancellation goes on."""
+    """`function(*args)` on a request thread, in a copy of the current context. If the
+    caller is cancelled meanwhile, the call still runs to its end (it holds a database
+    connection until then) before the cancellation goes on."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, contextvars.copy_context().run, _call_from_loop, loop, function, args)
+    context = contextvars.copy_context()
+    future = asyncio.wrap_future(_request_threads.submit(context.run, _call_from_loop, loop, function, args), loop=loop)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

@@ -2,7 +2,9 @@ from django.urls import path, re_path
 
 from sessions_app import api, auth_api, presence_api
 
+# The busiest routes first (config/urls.py says why).
 urlpatterns = [
+    path("sessions/<str:session_id>/messages/", api.MessageListApi.as_view(), name="message-list"),
     path("auth/token/", auth_api.TokenObtainApi.as_view(), name="api-token"),
     path("auth/logout/", auth_api.LogoutApi.as_view(), name="api-logout"),
     path("auth/logout-all/", auth_api.LogoutAllApi.as_view(), name="api-logout-all"),
@@ -10,7 +12,6 @@ urlpatterns = [
     path("sessions/<str:session_id>/", api.SessionDetailApi.as_view(), name="session-detail"),
     path("sessions/<str:session_id>/members/", api.MemberListApi.as_view(), name="member-list"),
     path("sessions/<str:session_id>/members/<str:username>/", api.MemberDetailApi.as_view(), name="member-detail"),
-    path("sessions/<str:session_id>/messages/", api.MessageListApi.as_view(), name="message-list"),
     path("sessions/<str:session_id>/events/", api.EventListApi.as_view(), name="event-list"),
     path("sessions/<str:session_id>/messages/<str:message_id>/", api.MessageDetailApi.as_view(), name="message-detail"),
     # The contract names it without a trailing slash; both spellings are served as is.
