@@ -116,6 +116,9 @@ class Cluster:
                 sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--timeout-graceful-shutdown", "3",
+                # Longer than uvicorn's 5 s: a client's pooled connection that sat idle while
+                # the bench opened 1,000 streams was closed under its next request (ReadError).
+                "--timeout-keep-alive", "75",
             ]  # fmt: skip
         return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
 
