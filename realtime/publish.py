@@ -155,6 +155,23 @@ def event_insert_sql(*, seq_sql: str, source: str) -> str:
     return f"INSERT INTO {name} ({columns}) SELECT {', '.join(values)} FROM {source}"
 
 
+@cache
+def event_insert_rows_sql(*, source: str) -> str:
+    """`INSERT INTO event … SELECT … FROM {source}`, one event per row of `source`, for
+    PostgreSQL: many events in one statement. `source` has the columns `session_id`,
+    `seq`, `type`, `data` (jsonb), `created_at` and `envelope_tail` (PendingEvent's)."""
+    name, columns, fields = _event_insert_parts()
+    values = {
+        "session": "session_id",
+        "seq": "seq",
+        "type": "type",
+        "data": "data",
+        "created_at": "created_at",
+        "envelope": f"('{_ENVELOPE_HEAD}' || seq::text || envelope_tail)",
+    }
+    return f"INSERT INTO {name} ({columns}) SELECT {', '.join(values[f.name] for f in fields)} FROM {source}"
+
+
 def event_insert_params(pending: PendingEvent) -> list:
     _, _, fields = _event_insert_parts()
     values = {
