@@ -44,7 +44,7 @@ from realtime.publish import (
     event_insert_rows_sql,
     event_prepare,
     event_publish,
-    event_stored,
+    events_stored,
 )
 from realtime.sql import cached_sql, column, table
 from sessions_app.models import (
@@ -403,7 +403,10 @@ def _append_many_sql() -> str:
     regeneration_pk = column(Regeneration, "id")
     running = f"'{RegenerationStatus.RUNNING.value}'"
     return (
-        "WITH batch AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[], %s::text[])"
+        # The rows come as one JSON document: psycopg adapts a list parameter element by
+        # element in Python, which cost more than the rest of the batch (profiled).
+        "WITH batch AS (SELECT * FROM ROWS FROM (json_to_recordset(%s::json)"
+        " AS (session_id uuid, regeneration_id uuid, data jsonb, created_at timestamptz, envelope_tail text))"
         " WITH ORDINALITY AS b(session_id, regeneration_id, data, created_at, envelope_tail, idx)),"
         # A correlated subquery, so that each status is one primary-key lookup (as a join,
         # the planner may scan every running regeneration by the status index).
@@ -414,7 +417,7 @@ def _append_many_sql() -> str:
         f" bumped AS (UPDATE {session} s SET {last} = s.{last} + counts.n FROM counts"
         f" WHERE s.{pk} = counts.session_id RETURNING s.{pk} AS session_id, s.{last} - counts.n AS base),"
         " numbered AS (SELECT stored.idx, stored.session_id, bumped.base + stored.k AS seq,"
-        f" '{EventType.REGENERATION_PROGRESS.value}'::text AS type, stored.data::jsonb AS data,"
+        f" '{EventType.REGENERATION_PROGRESS.value}'::text AS type, stored.data,"
         " stored.created_at, stored.envelope_tail FROM stored JOIN bumped USING (session_id)),"
         f" inserted AS ({event_insert_rows_sql(source='numbered')}),"
         f" checkpoints AS (UPDATE {regeneration} r SET {column(Regeneration, 'content')} = c.content,"
@@ -447,21 +450,27 @@ def _append_many_postgresql(flushes: list[Flush]) -> list[bool]:
             cursor.execute(_lock_sessions_sql(), [sorted({f.plan.session_id for f in flushes})])
             if due:
                 cursor.execute(_lock_regenerations_sql(), [[f.plan.regeneration_id for f in due]])
+            rows = [
+                {
+                    "session_id": str(p.session_id),
+                    "regeneration_id": f.plan.task_id,
+                    "data": p.data,
+                    "created_at": p.created_at.isoformat(),
+                    "envelope_tail": p.envelope_tail,
+                }
+                for f, p in zip(flushes, pending, strict=True)
+            ]
             params = [
-                [p.session_id for p in pending],
-                [f.plan.regeneration_id for f in flushes],
-                [json.dumps(p.data) for p in pending],
-                [p.created_at for p in pending],
-                [p.envelope_tail for p in pending],
+                json.dumps(rows, ensure_ascii=False),
                 [f.plan.regeneration_id for f in due],
                 [_checkpoint_text(f) for f in due],
                 [f.progress for f in due],
             ]
             cursor.execute(_append_many_sql(), params)
             rows = cursor.fetchall()
-        for index, seq in rows:
+        for index, _ in rows:
             stored[index - 1] = True
-            event_stored(pending[index - 1], seq)
+        events_stored([(pending[index - 1], seq) for index, seq in rows])
     return stored
 
 
