@@ -14,9 +14,15 @@ Design
   provider is read by a separate *pump* task. A run lasts at most
   CHORUS_REGENERATION_MAX_SECONDS.
 - **Coalescing**: the pump appends chunks to a buffer; the run flushes the buffer as one
-  `regeneration_progress` as soon as the previous flush is CHORUS_PROGRESS_FLUSH_MS old
-  (the first chunk goes out at once). `offset` is the length in code points of what was
-  sent before, so the deltas concatenate to the content exactly.
+  `regeneration_progress` at the first multiple of CHORUS_PROGRESS_FLUSH_MS (on the loop's
+  clock) after its previous flush (the first chunk goes out at once), so no text waits
+  longer than that. `offset` is the length in code points of what was sent before, so the
+  deltas concatenate to the content exactly.
+- **Batched flushes**: since every run of the process falls due at the same moments, the
+  worker writes the flushes that fall due together as one batch
+  (`RegenerationWorker.flush`, `services.regeneration_append_many`): one thread hop, one
+  transaction, one broadcast pass. Measured on `regenerations-200` (200 runs at once):
+  server CPU per event 1.90 -> 1.07 ms with the batches alone.
 - **Cancellation from any process**: the cancel request commits the `cancelled` status
   and its event, then sends a control message to `CONTROL_GROUP`, which every worker
   joins through `Hub.join_process_group`. The worker running it cancels the task; the
@@ -24,7 +30,8 @@ Design
   response). Because every run step is conditional on `status = running`, nothing is
   published after `regeneration_cancelled`, even while the command is in flight.
 - **Lease and reaper**: every CHORUS_REGENERATION_HEARTBEAT_SECONDS (with jitter) each
-  worker renews the lease (`heartbeat_at`) of its own runs — which also tells it about
+  worker renews the lease (`heartbeat_at`) of its own runs and records their progress
+  (flushes do not write the regeneration's row) — which also tells it about
   runs cancelled elsewhere whose command got lost — and reaps: any queued or running
   regeneration whose lease is older than CHORUS_REGENERATION_LEASE_SECONDS is marked
   failed with `regeneration_error` (`services.regenerations_reap_stale`). The maintenance
@@ -438,7 +445,8 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
             # first at once): every run of the process then falls due at the same
             # moments, and their flushes leave as one batch (RegenerationWorker.flush).
             if not pump_task.done() and window > 0 and last_flush is not None:
-                pause = (math.floor(last_flush / window) + 1) * window - loop.time()
+                # (+0.001: a timer may fire a little early, before its multiple.)
+                pause = (math.floor(last_flush / window + 0.001) + 1) * window - loop.time()
                 if pause > 0:
                     await asyncio.wait([pump_task], timeout=pause)
             ready.clear()

@@ -15,12 +15,14 @@ the whole transaction back (event and counter included) if the regeneration is n
 longer running.
 
 Bytes written grow linearly with the answer: a run flush stores its delta once, in its
-`regeneration_progress` event, and touches no content column. An UPDATE in PostgreSQL
-writes a whole new row version, so `content = content || delta` rewrote the whole text so
-far at every flush, twice (regeneration and message): quadratic in the answer's length
-(issue 12). The content is written when the run ends (completed, failed, cancelled,
-reaped), from the stored deltas where the run itself does not say it; until then readers
-get it from the deltas (`selectors.regeneration_content_so_far`).
+`regeneration_progress` event. An UPDATE in PostgreSQL writes a whole new row version, so
+`content = content || delta` rewrote the whole text so far at every flush, twice
+(regeneration and message): quadratic in the answer's length (issue 12). The regeneration's
+row gets the whole text so far only as a checkpoint, when its length reached the next power
+of two (`checkpoint_due`: less than four times the answer in all), and the message row when
+the run ends (completed, failed, cancelled, reaped). Readers rebuild the text so far from
+the checkpoint and the deltas after it (`selectors.regeneration_content_so_far`), so
+retention pruning early deltas of a running answer loses none of its text.
 """
 
 from __future__ import annotations
