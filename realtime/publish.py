@@ -331,7 +331,9 @@ async def _send_many_bounded(sends: list[tuple[str, dict]]) -> None:
     On the Redis pub/sub layer the PUBLISHes of each shard go out as one pipeline: one
     round trip through the loop for the whole batch, where one per event was the limit
     of a busy loop (regenerations-200: sends waited seconds behind each other for
-    channels_redis's per-shard lock, and timed out). This uses channels_redis 4.3's
+    channels_redis's per-shard lock, and ~10,000 timed out; pipelined, 12-28 did, p50
+    latency fell from 2.3-2.6 s to 0.57-0.67 s and CPU per event from 0.83-0.93 to 0.74
+    ms, back to back on a shared machine). This uses channels_redis 4.3's
     shard internals (requirements.txt pins it); any other layer gets one group_send each."""
     layer = get_channel_layer()
     async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):

@@ -1,6 +1,7 @@
-"""Regeneration flushes in one transaction on PostgreSQL (regenerations.services.
-regeneration_append_many): the rows of the general path, and nothing written once the run
-was cancelled, even by a cancel that held the session lock while the flush waited for it."""
+"""Regeneration flushes on PostgreSQL (regenerations.services.regeneration_append_many): a
+lone flush in one statement, a batch (or a flush with a checkpoint) in one transaction;
+the rows of the general path, and nothing written once the run was cancelled, even by a
+cancel that held the session lock while the flush waited for it."""
 
 from __future__ import annotations
 
@@ -28,14 +29,20 @@ def _postgresql_only(monkeypatch):
 
 @pytest.fixture
 def attempts(monkeypatch):
-    seen = []
-    attempt = regeneration_services._append_many_postgresql
+    """What each path returned: `one` the lone flush's statement, `many` the transaction."""
+    seen = {"one": [], "many": []}
+    one, many = regeneration_services._append_one_statement, regeneration_services._append_many_postgresql
 
-    def spy(flushes):
-        seen.append(attempt(flushes))
-        return seen[-1]
+    def spy_one(flush):
+        seen["one"].append(one(flush))
+        return seen["one"][-1]
 
-    monkeypatch.setattr(regeneration_services, "_append_many_postgresql", spy)
+    def spy_many(flushes):
+        seen["many"].append(many(flushes))
+        return seen["many"][-1]
+
+    monkeypatch.setattr(regeneration_services, "_append_one_statement", spy_one)
+    monkeypatch.setattr(regeneration_services, "_append_many_postgresql", spy_many)
     return seen
 
 
@@ -67,7 +74,8 @@ def test_the_one_statement_flush_stores_the_rows_of_the_general_path(settings, a
             assert regeneration_services.regeneration_append(plan=plan, offset=offset, delta=delta, progress=42)
             written.append((newest_event(session), Regeneration.objects.get(pk=plan.regeneration_id).content))
         results.append((written, CollabSession.objects.get(pk=session.pk).last_event_id - before))
-    assert attempts == [[True], [True]]  # the first two flushes took the PostgreSQL path
+    # The first flush (a checkpoint) took the transaction, the second one statement.
+    assert attempts == {"one": [False, True], "many": [[True]]}
     assert results[0] == results[1]
     assert results[0][0][1][1] == 'Hé 🚀 "x"'  # the checkpoint, not rewritten by the second flush
 
@@ -87,18 +95,26 @@ def test_a_batch_numbers_each_session_s_events_in_order(alice, attempts):
     assert Regeneration.objects.get(pk=plans[2].regeneration_id).content == "run 2"
 
 
-def test_a_flush_waiting_for_a_cancel_writes_nothing(collab, alice, attempts):
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["transaction", "one-statement"])
+def test_a_flush_waiting_for_a_cancel_writes_nothing(collab, alice, attempts, checkpoint):
     plan = running(collab, alice)
+    offset = 0
+    if not checkpoint:  # a first flush, so that the next one is not a checkpoint
+        assert regeneration_services.regeneration_append(plan=plan, offset=0, delta="ab", progress=1)
+        offset = 2
     regeneration = Regeneration.objects.get(pk=plan.regeneration_id)
     one, two = interleave(
         lambda: regeneration_services.regeneration_cancel(regeneration=regeneration, by=alice),
-        lambda: regeneration_services.regeneration_append(plan=plan, offset=0, delta="late", progress=5),
+        lambda: regeneration_services.regeneration_append(plan=plan, offset=offset, delta="c", progress=5),
     )
     assert one.value().status == "cancelled"
     assert two.value() is False
-    assert attempts == [[False]]  # it waited for the session lock, then found it cancelled
+    # It waited for the session lock; one statement then saw the counter move and handed
+    # over to the transaction, which found it cancelled.
+    assert attempts["many"][-1] == [False]
+    assert attempts["one"][-1] is False
     kinds = list(Event.objects.filter(session=collab).order_by("seq").values_list("type", flat=True))
-    assert kinds[-1] == "regeneration_cancelled" and "regeneration_progress" not in kinds
+    assert kinds[-1] == "regeneration_cancelled" and kinds.count("regeneration_progress") == (0 if checkpoint else 1)
     session = CollabSession.objects.get(pk=collab.pk)
     assert list(Event.objects.filter(session=collab).order_by("seq").values_list("seq", flat=True)) == list(
         range(1, session.last_event_id + 1)
