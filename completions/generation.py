@@ -112,6 +112,7 @@ class Mirror:
         self.on_stopped = on_stopped
         self.stopped = False
         self._stored = ""
+        self._progress = 0  # written to the row by the lease renewal, not by each flush
         self._buffer: list[str] = []
         self._ready = asyncio.Event()
         self._closing = False
@@ -149,7 +150,7 @@ class Mirror:
                 if not await append(plan=self.plan, content=content, offset=offset, delta=delta, progress=progress):
                     self._stop()
                     return
-                self._stored = content
+                self._stored, self._progress = content, progress
             if self._closing and not self._buffer:
                 return
 
@@ -158,7 +159,9 @@ class Mirror:
         while True:
             await asyncio.sleep(settings.CHORUS_REGENERATION_HEARTBEAT_SECONDS)
             try:
-                alive = await renew(regeneration_ids=[self.plan.regeneration_id])
+                alive = await renew(
+                    regeneration_ids=[self.plan.regeneration_id], progress={self.plan.task_id: self._progress}
+                )
             except Exception:
                 logger.exception("could not renew the lease of mirrored completion %s", self.plan.task_id)
                 continue

@@ -14,9 +14,16 @@ Design
   provider is read by a separate *pump* task. A run lasts at most
   CHORUS_REGENERATION_MAX_SECONDS.
 - **Coalescing**: the pump appends chunks to a buffer; the run flushes the buffer as one
-  `regeneration_progress` as soon as the previous flush is CHORUS_PROGRESS_FLUSH_MS old
-  (the first chunk goes out at once). `offset` is the length in code points of what was
-  sent before, so the deltas concatenate to the content exactly.
+  `regeneration_progress` at the first multiple of CHORUS_PROGRESS_FLUSH_MS (on the loop's
+  clock) after its previous flush (the first chunk goes out at once), so no text waits
+  longer than that. `offset` is the length in code points of what was sent before, so the
+  deltas concatenate to the content exactly.
+- **Batched flushes**: since every run of the process falls due at the same moments, the
+  worker writes the flushes that fall due together as one batch
+  (`RegenerationWorker.flush`, `services.regeneration_append_many`): one thread hop, one
+  transaction, one broadcast pass. Measured on `regenerations-200` (200 runs at once,
+  back to back, two rounds): server CPU per event 1.40-1.60 -> 0.83-0.93 ms with the
+  batches alone, 0.74 ms with the batch's broadcast pipelined (realtime.publish).
 - **Cancellation from any process**: the cancel request commits the `cancelled` status
   and its event, then sends a control message to `CONTROL_GROUP`, which every worker
   joins through `Hub.join_process_group`. The worker running it cancels the task; the
@@ -24,7 +31,8 @@ Design
   response). Because every run step is conditional on `status = running`, nothing is
   published after `regeneration_cancelled`, even while the command is in flight.
 - **Lease and reaper**: every CHORUS_REGENERATION_HEARTBEAT_SECONDS (with jitter) each
-  worker renews the lease (`heartbeat_at`) of its own runs — which also tells it about
+  worker renews the lease (`heartbeat_at`) of its own runs and records their progress
+  (flushes do not write the regeneration's row) — which also tells it about
   runs cancelled elsewhere whose command got lost — and reaps: any queued or running
   regeneration whose lease is older than CHORUS_REGENERATION_LEASE_SECONDS is marked
   failed with `regeneration_error` (`services.regenerations_reap_stale`). The maintenance
@@ -46,6 +54,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import os
 import random
 import re
@@ -70,6 +79,9 @@ logger = logging.getLogger(__name__)
 
 # How long a cancelled pump may take to close its provider before the run gives up on it.
 _PUMP_CLOSE_TIMEOUT = 2.0
+# Batches of flushes being written at once per process (RegenerationWorker.flush): the
+# second keeps one slow batch (a session lock held a while) from holding every run up.
+_FLUSH_BATCHES_AT_ONCE = 2
 
 
 def _db(func):
@@ -116,6 +128,11 @@ class RegenerationWorker:
         self.executor = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="chorus-regeneration-db")
         limit = settings.CHORUS_REGENERATION_MAX_CONCURRENT
         self._slots = asyncio.Semaphore(limit) if limit > 0 else None
+        # The newest progress each local run has published: the lease renewal writes it
+        # (flushes do not touch the regeneration's row).
+        self.progress: dict[str, int] = {}
+        self._flush_queue: list[tuple[services.Flush, asyncio.Future]] = []
+        self._flush_batches: set[asyncio.Task] = set()
 
     def run_slot(self):
         """An async context manager holding one of this process's run slots
@@ -152,7 +169,9 @@ class RegenerationWorker:
     async def stop(self) -> None:
         """Cancel the maintenance loop and every local run (tests, shutdown). Runs stopped
         this way stay `running` in the database until the reaper fails them."""
-        tasks = [t for t in (self._maintenance, self._starting, *self.tasks.values()) if t is not None]
+        tasks = [
+            t for t in (self._maintenance, self._starting, *self.tasks.values(), *self._flush_batches) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -204,9 +223,75 @@ class RegenerationWorker:
         if task is None or task.done():
             task = self.loop.create_task(run_regeneration(key), name=f"chorus-regeneration-{key}")
             self.tasks[key] = task
-            task.add_done_callback(lambda t, key=key: self.tasks.pop(key, None) if self.tasks.get(key) is t else None)
+            task.add_done_callback(lambda t, key=key: self._forget(key, t))
         self.start_soon()
         return task
+
+    def _forget(self, key: str, task: asyncio.Task) -> None:
+        if self.tasks.get(key) is task:
+            del self.tasks[key]
+            self.progress.pop(key, None)
+
+    # --- flushes ------------------------------------------------------------------------
+    async def flush(self, flush: services.Flush) -> bool:
+        """Publish `flush` (services.regeneration_append_many) together with the other
+        local runs' flushes that fall due meanwhile: while a batch is being written, the
+        next gathers, so under load one thread hop, one transaction and one commit serve
+        many runs, and when idle a flush leaves at once. False if its regeneration is no
+        longer running."""
+        future = self.loop.create_future()
+        self._flush_queue.append((flush, future))
+        if len(self._flush_queue) == 1:
+            # At the end of this turn of the loop: the runs woken with this one join.
+            self.loop.call_soon(self._flush_next)
+        stored = await future
+        if stored:
+            self.progress[flush.plan.task_id] = flush.progress
+        return stored
+
+    def _flush_next(self) -> None:
+        while self._flush_queue and len(self._flush_batches) < _FLUSH_BATCHES_AT_ONCE:
+            batch, self._flush_queue = self._flush_queue, []
+            task = self.loop.create_task(self._flush_batch(batch), name="chorus-regeneration-flush")
+            self._flush_batches.add(task)
+            task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task) -> None:
+        self._flush_batches.discard(task)
+        self._flush_next()
+
+    async def _flush_batch(self, batch: list[tuple[services.Flush, asyncio.Future]]) -> None:
+        append = self.db(services.regeneration_append_many)
+        try:
+            try:
+                results: list[bool | BaseException] = await append(flushes=[flush for flush, _ in batch])
+            except Exception:
+                if len(batch) == 1:
+                    raise
+                # One flush's failure must not fail the others' runs: each alone.
+                logger.exception("a batch of %d flushes failed; writing them one by one", len(batch))
+                results = []
+                for flush, _ in batch:
+                    try:
+                        results.append((await append(flushes=[flush]))[0])
+                    except Exception as exc:
+                        results.append(exc)
+        except BaseException as exc:
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     def cancel_local(self, regeneration_id: UUID | str) -> bool:
         """Stop the run of this regeneration if this process has it."""
@@ -242,7 +327,8 @@ class RegenerationWorker:
         stale ones anywhere; returns the ids reaped."""
         local = self.running_ids()
         if local:
-            alive = await _db(services.regenerations_renew_leases)(regeneration_ids=local)
+            progress = {key: self.progress[key] for key in local if key in self.progress}
+            alive = await _db(services.regenerations_renew_leases)(regeneration_ids=local, progress=progress)
             for key in local:
                 if key not in alive:
                     self.cancel_local(key)
@@ -320,9 +406,9 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
     events; returns the whole content. Provider errors propagate after the text that
     came before them is published."""
     loop = asyncio.get_running_loop()
+    worker = get_worker()
     window = max(0.0, settings.CHORUS_PROGRESS_FLUSH_MS / 1000)
     expected = max(1, provider.expected_chars(plan.conversation))
-    append = _db(services.regeneration_append)
     limit = settings.CHORUS_REGENERATION_MAX_CHARS
     buffer: list[str] = []
     ready = asyncio.Event()
@@ -348,32 +434,47 @@ async def stream_coalesced(plan: RunPlan, provider: Provider) -> str:
                 await chunks.aclose()  # close the upstream now, not when collected
 
     pump_task = loop.create_task(pump(), name=f"chorus-provider-{plan.task_id}")
-    content = ""
-    last_flush = float("-inf")
+    # The text so far in pieces, joined only for a checkpoint (services.checkpoint_due)
+    # and at the end: `content + delta` at every flush copied the whole text each time.
+    parts: list[str] = []
+    length = 0
+    last_flush: float | None = None  # none yet: the first text leaves at once
     try:
         while True:
             await ready.wait()
-            if not pump_task.done():
-                pause = last_flush + window - loop.time()
+            # The next flush at the first multiple of the window after the last one (the
+            # first at once): every run of the process then falls due at the same
+            # moments, and their flushes leave as one batch (RegenerationWorker.flush).
+            if not pump_task.done() and window > 0 and last_flush is not None:
+                # (+0.001: a timer may fire a little early, before its multiple.)
+                pause = (math.floor(last_flush / window + 0.001) + 1) * window - loop.time()
                 if pause > 0:
                     await asyncio.wait([pump_task], timeout=pause)
             ready.clear()
             if buffer:
                 delta = "".join(buffer)
                 buffer.clear()
-                over = len(content) + len(delta) > limit
+                over = length + len(delta) > limit
                 if over:
-                    delta = delta[: limit - len(content)]
-                offset, content = len(content), content + delta
-                progress = min(99, len(content) * 100 // expected)
+                    delta = delta[: limit - length]
+                offset = length
+                parts.append(delta)
+                length += len(delta)
+                progress = min(99, length * 100 // expected)
                 last_flush = loop.time()
-                if delta and not await append(plan=plan, offset=offset, delta=delta, progress=progress):
-                    raise _Stopped
+                if delta:
+                    content = None
+                    if services.checkpoint_due(offset=offset, length=len(delta)):
+                        content = "".join(parts)
+                        parts[:] = [content]
+                    flush = services.Flush(plan, offset, delta, progress, content)
+                    if not await worker.flush(flush):
+                        raise _Stopped
                 if over:
                     raise OutputLimitReached(limit)
             if pump_task.done() and not buffer:
                 pump_task.result()  # the provider's error, if it failed
-                return content
+                return "".join(parts)
     finally:
         if not pump_task.done():
             pump_task.cancel()

@@ -36,6 +36,10 @@ def regeneration_get_for_user(
     role = session_role(session_id=regeneration.session_id, user=user)
     if role is None and not user.is_staff:
         raise RegenerationNotFound(str(regeneration_uuid))
+    if regeneration.status == RegenerationStatus.RUNNING:
+        progress = regeneration_progress_so_far(regeneration_id=regeneration.pk, session_id=regeneration.session_id)
+        if progress is not None:
+            regeneration.progress = max(regeneration.progress, progress)
     return regeneration, role
 
 
@@ -71,26 +75,47 @@ def regeneration_conversation(*, regeneration: Regeneration) -> list[Turn]:
     return turns
 
 
-def regeneration_content_so_far(*, regeneration_id: UUID | str, session_id: UUID | str) -> str:
-    """The text a queued or running regeneration has written so far: its stored
-    `regeneration_progress` deltas, placed at their offsets. (The rows get the content
-    when the run ends; writing it at every flush rewrote the whole text each time.) A
-    delta pruned from the log meanwhile (retention) leaves its part out."""
+def regeneration_content_so_far(
+    *, regeneration_id: UUID | str, session_id: UUID | str, checkpoint: str | None = None
+) -> str:
+    """The text a queued or running regeneration has written so far: its last checkpoint
+    (the whole text so far, stored in its row at least every time the text doubled:
+    services.checkpoint_due), then its stored `regeneration_progress` deltas after it,
+    placed at their offsets. Retention may prune early deltas; the checkpoint holds what
+    they said. `checkpoint`: the row's `content`, if the caller read it already."""
+    if checkpoint is None:
+        checkpoint = Regeneration.objects.filter(pk=regeneration_id).values_list("content", flat=True).first() or ""
+    length = len(checkpoint)
     rows = (
         Event.objects.filter(
-            session_id=session_id, type=EventType.REGENERATION_PROGRESS, data__taskId=str(regeneration_id)
+            session_id=session_id,
+            type=EventType.REGENERATION_PROGRESS,
+            data__taskId=str(regeneration_id),
+            data__offset__gte=length,
         )
         .order_by("seq")
         .values_list("data__offset", "data__delta")
     )
-    parts: list[str] = []
-    length = 0
+    parts: list[str] = [checkpoint]
     for offset, delta in rows:
         if offset < length:  # never written twice; skip what is already there
             delta = delta[length - offset :]
         parts.append(delta)
         length += len(delta)
     return "".join(parts)
+
+
+def regeneration_progress_so_far(*, regeneration_id: UUID | str, session_id: UUID | str) -> int | None:
+    """The progress of a running regeneration's newest `regeneration_progress` (its row
+    gets it only with the lease renewal); None if it has none."""
+    return (
+        Event.objects.filter(
+            session_id=session_id, type=EventType.REGENERATION_PROGRESS, data__taskId=str(regeneration_id)
+        )
+        .order_by("-seq")
+        .values_list("data__progress", flat=True)
+        .first()
+    )
 
 
 def contents_so_far(messages: list[Message]) -> None:
@@ -101,9 +126,11 @@ def contents_so_far(messages: list[Message]) -> None:
     if not candidates:
         return
     active = Regeneration.objects.filter(message_id__in=list(candidates), status__in=ACTIVE_REGENERATION_STATUSES)
-    for regeneration_id, session_id, message_id in active.values_list("pk", "session_id", "message_id"):
+    for regeneration_id, session_id, message_id, checkpoint in active.values_list(
+        "pk", "session_id", "message_id", "content"
+    ):
         candidates[message_id].content = regeneration_content_so_far(
-            regeneration_id=regeneration_id, session_id=session_id
+            regeneration_id=regeneration_id, session_id=session_id, checkpoint=checkpoint
         )
 
 

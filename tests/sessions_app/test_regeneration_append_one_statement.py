@@ -1,6 +1,7 @@
-"""A regeneration's flush as one statement on PostgreSQL (regenerations.services.
-regeneration_append): the rows of the general path, and nothing written once the run was
-cancelled, even by a cancel that held the session lock while the flush waited for it."""
+"""Regeneration flushes on PostgreSQL (regenerations.services.regeneration_append_many): a
+lone flush in one statement, a batch (or a flush with a checkpoint) in one transaction;
+the rows of the general path, and nothing written once the run was cancelled, even by a
+cancel that held the session lock while the flush waited for it."""
 
 from __future__ import annotations
 
@@ -28,14 +29,20 @@ def _postgresql_only(monkeypatch):
 
 @pytest.fixture
 def attempts(monkeypatch):
-    seen = []
-    attempt = regeneration_services._append_one_statement
+    """What each path returned: `one` the lone flush's statement, `many` the transaction."""
+    seen = {"one": [], "many": []}
+    one, many = regeneration_services._append_one_statement, regeneration_services._append_many_postgresql
 
-    def spy(**kwargs):
-        seen.append(attempt(**kwargs))
-        return seen[-1]
+    def spy_one(flush):
+        seen["one"].append(one(flush))
+        return seen["one"][-1]
 
-    monkeypatch.setattr(regeneration_services, "_append_one_statement", spy)
+    def spy_many(flushes):
+        seen["many"].append(many(flushes))
+        return seen["many"][-1]
+
+    monkeypatch.setattr(regeneration_services, "_append_one_statement", spy_one)
+    monkeypatch.setattr(regeneration_services, "_append_many_postgresql", spy_many)
     return seen
 
 
@@ -61,33 +68,53 @@ def test_the_one_statement_flush_stores_the_rows_of_the_general_path(settings, a
         session = services.session_create(owner=alice, title=f"one statement: {one_statement}")
         plan = running(session, alice)
         before = CollabSession.objects.get(pk=session.pk).last_event_id
-        assert regeneration_services.regeneration_append(plan=plan, offset=0, delta='Hé 🚀 "x"', progress=42)
-        regeneration = Regeneration.objects.get(pk=plan.regeneration_id)
-        results.append(
-            (
-                newest_event(session),
-                CollabSession.objects.get(pk=session.pk).last_event_id - before,
-                regeneration.progress,
-                regeneration.content,
-                regeneration.heartbeat_at > regeneration.started_at,
-            )
-        )
-    assert attempts == [True]  # the first flush was one statement, the second the general path
+        written = []
+        # The first flush is a checkpoint (the text's length doubled), the second is not.
+        for offset, delta in ((0, 'Hé 🚀 "x"'), (9, "é")):
+            assert regeneration_services.regeneration_append(plan=plan, offset=offset, delta=delta, progress=42)
+            written.append((newest_event(session), Regeneration.objects.get(pk=plan.regeneration_id).content))
+        results.append((written, CollabSession.objects.get(pk=session.pk).last_event_id - before))
+    # The first flush (a checkpoint) took the transaction, the second one statement.
+    assert attempts == {"one": [False, True], "many": [[True]]}
     assert results[0] == results[1]
+    assert results[0][0][1][1] == 'Hé 🚀 "x"'  # the checkpoint, not rewritten by the second flush
 
 
-def test_a_flush_waiting_for_a_cancel_writes_nothing(collab, alice, attempts):
+def test_a_batch_numbers_each_session_s_events_in_order(alice, attempts):
+    sessions = [services.session_create(owner=alice, title=f"batch {i}") for i in range(2)]
+    plans = [running(sessions[0], alice), running(sessions[0], alice), running(sessions[1], alice)]
+    regeneration_services.regeneration_cancel(
+        regeneration=Regeneration.objects.get(pk=plans[1].regeneration_id), by=alice
+    )
+    flushes = [regeneration_services.Flush(plan, 0, f"run {i}", 5, f"run {i}") for i, plan in enumerate(plans)]
+    assert regeneration_services.regeneration_append_many(flushes=flushes) == [True, False, True]
+    for session in sessions:
+        seqs = list(Event.objects.filter(session=session).order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(1, CollabSession.objects.get(pk=session.pk).last_event_id + 1))
+    assert Regeneration.objects.get(pk=plans[1].regeneration_id).content == ""  # cancelled: no checkpoint
+    assert Regeneration.objects.get(pk=plans[2].regeneration_id).content == "run 2"
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["transaction", "one-statement"])
+def test_a_flush_waiting_for_a_cancel_writes_nothing(collab, alice, attempts, checkpoint):
     plan = running(collab, alice)
+    offset = 0
+    if not checkpoint:  # a first flush, so that the next one is not a checkpoint
+        assert regeneration_services.regeneration_append(plan=plan, offset=0, delta="ab", progress=1)
+        offset = 2
     regeneration = Regeneration.objects.get(pk=plan.regeneration_id)
     one, two = interleave(
         lambda: regeneration_services.regeneration_cancel(regeneration=regeneration, by=alice),
-        lambda: regeneration_services.regeneration_append(plan=plan, offset=0, delta="late", progress=5),
+        lambda: regeneration_services.regeneration_append(plan=plan, offset=offset, delta="c", progress=5),
     )
     assert one.value().status == "cancelled"
     assert two.value() is False
-    assert attempts == [False]  # it waited, then handed over; the general path found it cancelled
+    # It waited for the session lock; one statement then saw the counter move and handed
+    # over to the transaction, which found it cancelled.
+    assert attempts["many"][-1] == [False]
+    assert attempts["one"][-1] is False
     kinds = list(Event.objects.filter(session=collab).order_by("seq").values_list("type", flat=True))
-    assert kinds[-1] == "regeneration_cancelled" and "regeneration_progress" not in kinds
+    assert kinds[-1] == "regeneration_cancelled" and kinds.count("regeneration_progress") == (0 if checkpoint else 1)
     session = CollabSession.objects.get(pk=collab.pk)
     assert list(Event.objects.filter(session=collab).order_by("seq").values_list("seq", flat=True)) == list(
         range(1, session.last_event_id + 1)
