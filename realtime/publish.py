@@ -18,7 +18,6 @@ from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.apps import apps
 from django.conf import settings
 from django.db import connection, transaction
@@ -349,38 +348,33 @@ async def _group_send(layer, group: str, message: dict) -> None:
 
 async def _send_many_bounded(sends: list[tuple[str, dict]]) -> None:
     """group_send of each of `sends`, in order, within CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS.
-    On the Redis pub/sub layer the PUBLISHes of each shard go out as one pipeline: one
-    round trip through the loop for the whole batch, where one per event was the limit
-    of a busy loop (regenerations-200: sends waited seconds behind each other for
-    channels_redis's per-shard lock, and ~10,000 timed out; pipelined, 12-28 did, p50
-    latency fell from 2.3-2.6 s to 0.57-0.67 s and CPU per event from 0.83-0.93 to 0.74
-    ms, back to back on a shared machine). This uses channels_redis 4.3's
-    shard internals (requirements.txt pins it); any other layer gets one group_send each."""
+    On Redis they are all written at once and their replies awaited together (the
+    publisher pipelines: realtime.redis_publish), one round trip for the whole batch,
+    where one per event was the limit of a busy loop (regenerations-200: sends waited
+    seconds behind each other for channels_redis's per-shard lock, and ~10,000 timed out;
+    pipelined, 12-28 did, p50 latency fell from 2.3-2.6 s to 0.57-0.67 s and CPU per event
+    from 0.83-0.93 to 0.74 ms, back to back on a shared machine). Other layers get one
+    group_send each, in order."""
     layer = get_channel_layer()
     async with asyncio.timeout(settings.CHORUS_CHANNEL_LAYER_TIMEOUT_SECONDS):
-        if not isinstance(layer, RedisPubSubChannelLayer):
-            for group, message in sends:
-                await layer.group_send(group, message)
-            return
-        loop_layer = layer._get_layer()
-        shards: dict = {}
-        for group, message in sends:
-            channel = loop_layer._get_group_channel_name(group)
-            shards.setdefault(loop_layer._get_shard(channel), []).append((channel, layer.serialize(message)))
-        for shard, items in shards.items():
-            try:
-                await _publish_pipelined(shard, items)
-            except Exception:  # a connection that broke while idle: once more, on a new one
-                await _publish_pipelined(shard, items)
+        try:
+            await _group_send_all(layer, sends)
+        except Exception:  # a connection that broke while idle: once more, on a new one
+            await _group_send_all(layer, sends)
 
 
-async def _publish_pipelined(shard, items: list[tuple[str, bytes]]) -> None:
-    async with shard._lock:
-        shard._ensure_redis()
-        async with shard._redis.pipeline(transaction=False) as pipe:
-            for channel, data in items:
-                pipe.publish(channel, data)
-            await pipe.execute()
+async def _group_send_all(layer, sends: list[tuple[str, dict]]) -> None:
+    # Tasks start in the order they are made, so the publishes are written in order.
+    publishes = [asyncio.ensure_future(group_publish(layer, group, message)) for group, message in sends]
+    try:
+        published = await asyncio.gather(*publishes)
+    except BaseException:
+        for publish in publishes:
+            publish.cancel()
+        raise
+    for (group, message), done in zip(sends, published, strict=True):
+        if not done:  # not a Redis layer: group_send, one after another
+            await layer.group_send(group, message)
 
 
 def _group_send_from_sync(group: str, message: dict) -> None:

@@ -17,7 +17,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 
-from realtime import events
+from realtime import events, publish
 from realtime.events import EventPayload, EventType
 from realtime.models import Event
 from realtime.publish import broadcast_message, event_publish
@@ -295,22 +295,20 @@ async def test_publishing_from_a_request_thread_does_not_wait_for_the_channel_la
     import asyncio
 
     from channels.db import database_sync_to_async
-    from channels.layers import get_channel_layer
 
     from realtime.hub import get_hub
 
     await get_hub().start()
-    layer = get_channel_layer()
     release = asyncio.Event()
     sent = []
-    real_group_send = layer.group_send
+    real_group_send = publish._group_send  # the layer's group_send, or the Redis publisher
 
-    async def slow_group_send(group, message):
+    async def slow_group_send(layer, group, message):
         await release.wait()
         sent.append(message["seq"])
-        await real_group_send(group, message)
+        await real_group_send(layer, group, message)
 
-    layer.group_send = slow_group_send
+    publish._group_send = slow_group_send
     try:
         await asyncio.wait_for(
             database_sync_to_async(services.message_create)(session=collab, author=bob, content="x"), 5
@@ -321,4 +319,4 @@ async def test_publishing_from_a_request_thread_does_not_wait_for_the_channel_la
             while not sent:
                 await asyncio.sleep(0.01)
     finally:
-        layer.group_send = real_group_send
+        publish._group_send = real_group_send

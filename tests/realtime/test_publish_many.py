@@ -1,6 +1,6 @@
-"""A batch's broadcast (realtime.publish.events_stored): on Redis pub/sub the PUBLISHes of
-each shard leave as one pipeline, through channels_redis's own shard connections, and
-every message reaches its group in order, whichever shard carries the group."""
+"""A batch's broadcast (realtime.publish.events_stored): on Redis pub/sub the PUBLISHes
+leave pipelined on each shard's connection (realtime.redis_publish), and every message
+reaches its group in order, whichever shard carries the group."""
 
 from __future__ import annotations
 

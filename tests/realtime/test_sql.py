@@ -118,8 +118,10 @@ def test_hot_statements_are_prepared_on_postgresql(collab, alice):
 
 
 @pytest.mark.services
-def test_the_token_lookup_is_prepared_on_postgresql(bob):
-    """The REST token lookup (knox token and user, one join) runs on every API request."""
+def test_the_token_lookup_is_prepared_on_postgresql(bob, settings):
+    """The REST token lookup (knox token and user, one join) runs on every API request whose
+    token the process has not verified lately (here: never, the cache is off)."""
+    settings.CHORUS_TOKEN_CACHE_SECONDS = 0
     from tests.conftest import IN_CI
 
     if connection.vendor != "postgresql":

@@ -19,6 +19,7 @@ def broadcasts_dropped(count: int | None = 1):
     the loop itself (the hub's) are dropped at the layer."""
     layer = get_channel_layer()
     real_group_send = layer.group_send
+    real_publish = publish._group_send  # the loop's sends through Redis skip layer.group_send
     real_from_sync = publish._group_send_from_sync
     dropped: list[int] = []
 
@@ -36,10 +37,16 @@ def broadcasts_dropped(count: int | None = 1):
         if not take(message):
             await real_group_send(group, message)
 
+    async def lossy_publish(layer, group, message):
+        if not take(message):
+            await real_publish(layer, group, message)
+
     publish._group_send_from_sync = lossy_from_sync
+    publish._group_send = lossy_publish
     layer.group_send = lossy_group_send
     try:
         yield dropped
     finally:
         publish._group_send_from_sync = real_from_sync
+        publish._group_send = real_publish
         layer.group_send = real_group_send
