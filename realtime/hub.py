@@ -126,7 +126,11 @@ class Hub:
         # the snapshots of streams that opened meanwhile.
         self._presence_pending: dict[str, dict[str, bool]] = {}
         self._presence_fresh: dict[str, dict[HubStream, set[str]]] = {}
-        self._presence_loads: dict[str, asyncio.Task] = {}
+        # Sessions whose registry view is wanted, each with a future done once it is loaded;
+        # one task reads the registry for all of them at once (_presence_load_loop).
+        self._presence_loads: dict[str, asyncio.Future] = {}
+        self._presence_wanted: set[str] = set()
+        self._presence_loader: asyncio.Task | None = None
         # Regenerations running per session (task id -> when seen), for assistant typing.
         self._assistant: dict[str, dict[str, float]] = {}
         self._assistant_renewed = 0.0
@@ -190,7 +194,8 @@ class Hub:
     async def stop(self) -> None:
         """End every local stream and the hub's tasks (server shutdown)."""
         await self.end_streams()
-        for task in (self._reader, self._sweeper, self._heartbeat, self._rechecker, *self._background):
+        tasks = (self._reader, self._sweeper, self._heartbeat, self._rechecker, self._presence_loader)
+        for task in (*tasks, *self._background):
             if task is not None:
                 task.cancel()
         if self._heartbeat is not None:
@@ -199,7 +204,7 @@ class Hub:
                     await stream_db(worker_unregister)()
             except Exception:
                 logger.warning("could not remove this process from the worker registry", exc_info=True)
-        self._reader = self._sweeper = self._heartbeat = self._rechecker = None
+        self._reader = self._sweeper = self._heartbeat = self._rechecker = self._presence_loader = None
         self._started = None
 
     # --- membership -------------------------------------------------------------------
@@ -235,7 +240,7 @@ class Hub:
                 self._joined.add(key)
                 self.presence.serve(key)
                 if self._registry_enabled:
-                    self._presence_loads[key] = self._spawn(self._load_presence(key), "chorus-hub-presence")
+                    self._want_presence(key)
 
     async def _rejoin(self) -> None:
         """Join the groups that attach could not (the channel layer was unavailable)."""
@@ -361,10 +366,30 @@ class Hub:
             if exclude is None or stream.username != exclude:
                 stream.ephemeral(frame)
 
-    async def _load_presence(self, key: str) -> None:
-        """The other processes' users of a session this process just started serving."""
-        rows = await stream_db(workers_list)()
-        self._apply_registry(rows, keys=[key])
+    def _want_presence(self, key: str) -> None:
+        """Load the other processes' users of a session this process just started serving.
+        Sessions that start together share one read of the registry: a read parses every
+        process's every session, and one per session cost O(sessions²) when a process took
+        on 500 sessions at once (bench sessions-500x2: connecting 1,000 streams took 4-5 s,
+        and the reads went on into the publishing that followed)."""
+        self._presence_loads[key] = self.loop.create_future()
+        self._presence_wanted.add(key)
+        if self._presence_loader is None or self._presence_loader.done():
+            self._presence_loader = self._spawn(self._presence_load_loop(), "chorus-hub-presence")
+
+    async def _presence_load_loop(self) -> None:
+        while self._presence_wanted:
+            keys, self._presence_wanted = self._presence_wanted, set()
+            try:
+                rows = await stream_db(workers_list)()
+                self._apply_registry(rows, keys=[key for key in keys if key in self._joined and key in self._streams])
+            except Exception:
+                logger.exception("loading presence from the worker registry failed")
+            finally:
+                for key in keys:
+                    loaded = self._presence_loads.get(key)
+                    if loaded is not None and not loaded.done():
+                        loaded.set_result(None)
 
     def _apply_registry(self, rows: list[WorkerInfo], keys: list[str]) -> None:
         # A row's version is that of its process's newest presence change (realtime.presence).

@@ -197,3 +197,37 @@ def test_versions_keep_growing_when_a_session_is_served_again():
     here.forget("s")
     again, _ = here.open("s", "alice")
     assert again["v"] > first["v"]  # others would otherwise ignore it as old
+
+
+async def test_sessions_that_start_together_share_one_registry_read(asgi_app, alice, settings, monkeypatch):
+    """A process taking on many sessions at once reads the worker registry (every process's
+    every session) for all of those waiting together, not once per session: it used to be
+    O(sessions²). The first read is held until the others have asked."""
+    import threading
+
+    settings.CHORUS_WORKER_HEARTBEAT_SECONDS = 3600  # the registry on, no beats meanwhile
+    reads, release = [], threading.Event()
+    real_workers_list = hub_module.workers_list
+
+    def counted(*args, **kwargs):
+        reads.append(1)
+        if len(reads) == 1:
+            release.wait(5)
+        return real_workers_list(*args, **kwargs)
+
+    monkeypatch.setattr(hub_module, "workers_list", counted)
+    sessions = [await database_sync_to_async(services.session_create)(owner=alice, title=f"s{n}") for n in range(15)]
+    streams = await asyncio.gather(*(open_stream(asgi_app, session, alice) for session in sessions))
+    try:
+        hub = current_hub()
+        async with asyncio.timeout(5):
+            while len(hub._presence_wanted) < 14:  # all but the first are waiting for a read
+                await asyncio.sleep(0.01)
+        release.set()
+        for stream in streams:
+            assert (await next_named(stream, "presence")).json == {"online": ["alice"]}
+        await asyncio.wait_for(asyncio.shield(hub._presence_loader), 5)
+        assert len(reads) == 2
+    finally:
+        release.set()
+        await asyncio.gather(*(stream.disconnect() for stream in streams))
