@@ -16,7 +16,7 @@ from urllib.parse import urlparse, urlunparse
 import httpx
 import redis
 
-from tests.support.servers import ROOT, free_port
+from tests.support.servers import ROOT, free_port, stop_processes
 
 PEERS = ("bare-hub",)
 # Scenario kinds a peer can run: live events posted over REST and read over SSE.
@@ -104,15 +104,7 @@ class BareHubCluster:
         raise RuntimeError(f"bare hub {index} not ready after {timeout}s")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes(self.procs)
         client = redis.Redis.from_url(self.counter_url)
         try:
             keys = list(client.scan_iter(match=f"{self.prefix}:*", count=1000))

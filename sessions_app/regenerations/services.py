@@ -388,14 +388,7 @@ def _append_one_statement(flush: Flush) -> bool:
     if checkpoint_due(offset=flush.offset, length=len(flush.delta)):
         return False
     plan = flush.plan
-    payload = events.regeneration_progress(
-        message_id=str(plan.message_id),
-        task_id=plan.task_id,
-        progress=flush.progress,
-        offset=flush.offset,
-        delta=flush.delta,
-    )
-    pending = event_prepare(session_id=plan.session_id, payload=payload)
+    pending = event_prepare(session_id=plan.session_id, payload=_progress_payload(flush))
     params = [plan.session_id, plan.session_id, plan.regeneration_id, *event_insert_params(pending)]
     row = fetch_one(_append_one_sql(), params)
     if row is None:
@@ -404,19 +397,21 @@ def _append_one_statement(flush: Flush) -> bool:
     return True
 
 
-def _append_general(flush: Flush) -> bool:
-    plan = flush.plan
-    payload = events.regeneration_progress(
-        message_id=str(plan.message_id),
-        task_id=plan.task_id,
+def _progress_payload(flush: Flush) -> events.EventPayload:
+    return events.regeneration_progress(
+        message_id=str(flush.plan.message_id),
+        task_id=flush.plan.task_id,
         progress=flush.progress,
         offset=flush.offset,
         delta=flush.delta,
     )
+
+
+def _append_general(flush: Flush) -> bool:
     changes: dict = {"progress": flush.progress}
     if checkpoint_due(offset=flush.offset, length=len(flush.delta)):
         changes["content"] = _checkpoint_text(flush)
-    return _run_step(plan, payload, **changes)
+    return _run_step(flush.plan, _progress_payload(flush), **changes)
 
 
 def _checkpoint_text(flush: Flush) -> str:
@@ -484,15 +479,7 @@ def _append_many_sql() -> str:
 def _append_many_postgresql(flushes: list[Flush]) -> list[bool]:
     pending = []
     for flush in flushes:
-        plan = flush.plan
-        payload = events.regeneration_progress(
-            message_id=str(plan.message_id),
-            task_id=plan.task_id,
-            progress=flush.progress,
-            offset=flush.offset,
-            delta=flush.delta,
-        )
-        pending.append(event_prepare(session_id=plan.session_id, payload=payload))
+        pending.append(event_prepare(session_id=flush.plan.session_id, payload=_progress_payload(flush)))
     due = sorted(
         (f for f in flushes if checkpoint_due(offset=f.offset, length=len(f.delta))),
         key=lambda f: f.plan.regeneration_id,

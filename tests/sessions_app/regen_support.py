@@ -8,9 +8,11 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
+import pytest
 from channels.db import database_sync_to_async
 
 from sessions_app.providers import ProviderError, ThoughtPlan, Turn
+from sessions_app.regenerations import runner
 from tests.conftest import token_for
 from tests.support.asgi import ASGIStream
 
@@ -97,3 +99,13 @@ class ScriptedProvider:
 
 
 __all__ = ["ProviderError", "ScriptedProvider", "auth", "call", "events_until", "reassemble", "stream_of"]
+
+
+@pytest.fixture(autouse=True)
+async def stop_regeneration_worker():
+    """Autouse in the modules that import it: each test's regeneration worker stops with
+    the test's event loop."""
+    yield
+    worker = runner.current_worker()
+    if worker is not None:
+        await worker.stop()

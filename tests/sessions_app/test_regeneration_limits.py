@@ -19,7 +19,15 @@ from sessions_app.models import Message, Regeneration
 from sessions_app.providers import Turn
 from sessions_app.regenerations import runner
 from sessions_app.regenerations import services as regeneration_services
-from tests.sessions_app.regen_support import ScriptedProvider, auth, call, events_until, reassemble, stream_of
+from tests.sessions_app.regen_support import (  # noqa: F401 (autouse)
+    ScriptedProvider,
+    auth,
+    call,
+    events_until,
+    reassemble,
+    stop_regeneration_worker,
+    stream_of,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -33,14 +41,6 @@ def _fast_and_fresh(settings):
     cache.clear()
     yield
     cache.clear()
-
-
-@pytest.fixture(autouse=True)
-async def _stop_worker():
-    yield
-    worker = runner.current_worker()
-    if worker is not None:
-        await worker.stop()
 
 
 @pytest.fixture

@@ -71,6 +71,19 @@ def drop_templates() -> None:
         _template_ready.pop(postgres_url)
 
 
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM them all, then wait for each (SIGKILL after 10 s)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 @dataclass
 class Cluster:
     postgres_url: str
@@ -205,15 +218,7 @@ class Cluster:
         self.procs[index].wait(10)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_processes(self.procs)
         if self.database:
             drop_database(self.postgres_url, self.database)
 
