@@ -195,14 +195,7 @@ def event_insert_params(pending: PendingEvent) -> list:
 def event_stored(pending: PendingEvent, seq: int) -> None:
     """The caller's statement stored `pending` as number `seq`: broadcast it after commit
     (as `event_publish` does)."""
-    message = {
-        "type": BROADCAST_MESSAGE_TYPE,
-        "session": str(pending.session_id),
-        "seq": seq,
-        "event": pending.type,
-        "envelope": pending.envelope(seq),
-        "publishedAt": timezone.now().timestamp(),
-    }
+    message = _broadcast_message(pending.session_id, seq, pending.type, pending.envelope(seq))
     session_uuid = pending.session_id
     transaction.on_commit(lambda: broadcast(session_uuid, message))
 
@@ -215,14 +208,7 @@ def events_stored(stored: list[tuple[PendingEvent, int]]) -> None:
     sends = [
         (
             session_group(pending.session_id),
-            {
-                "type": BROADCAST_MESSAGE_TYPE,
-                "session": str(pending.session_id),
-                "seq": seq,
-                "event": pending.type,
-                "envelope": pending.envelope(seq),
-                "publishedAt": now,
-            },
+            _broadcast_message(pending.session_id, seq, pending.type, pending.envelope(seq), published_at=now),
         )
         for pending, seq in stored
     ]
@@ -241,13 +227,19 @@ def _broadcast_many(sends: list[tuple[str, dict]]) -> None:
 
 def broadcast_message(event: Event) -> dict:
     """The channel-layer message for a stored event: everything a hub needs to frame it."""
+    return _broadcast_message(event.session_id, event.seq, event.type, event.envelope)
+
+
+def _broadcast_message(
+    session_id: UUID, seq: int, event_type: str, envelope: str, *, published_at: float | None = None
+) -> dict:
     return {
         "type": BROADCAST_MESSAGE_TYPE,
-        "session": str(event.session_id),
-        "seq": event.seq,
-        "event": event.type,
-        "envelope": event.envelope,
-        "publishedAt": timezone.now().timestamp(),
+        "session": str(session_id),
+        "seq": seq,
+        "event": event_type,
+        "envelope": envelope,
+        "publishedAt": timezone.now().timestamp() if published_at is None else published_at,
     }
 
 
